@@ -1,0 +1,230 @@
+"""Dataset plumbing shared by every loader: in-memory splits, the lookup order, downloads.
+
+Lookup order for a real dataset's files (first hit wins):
+``--data-dir`` > ``$SCPL_DATA`` > standard system locations > the cache dir
+(``$SCPL_CACHE`` or ``~/.cache/scpl``) > download from the canonical source into the cache,
+with a checksum check. Nothing is downloaded at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from scpl.errors import ConfigError, DataError
+from scpl.registry import Registry
+
+
+@dataclass
+class Split:
+    """One split held in memory. Vision: ``x`` uint8 [N, C, H, W]; text: int64 token ids."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    lengths: torch.Tensor | None = None  # true sequence lengths (text only)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Split:
+        lengths = None if self.lengths is None else self.lengths[index]
+        return Split(self.x[index], self.y[index], lengths)
+
+
+@dataclass
+class DataBundle:
+    """Train / validation / test splits plus what a model needs to know about the inputs."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]  # per-sample shape, e.g. (3, 32, 32)
+    kind: str = "image"  # "image" or "text"
+    mean: tuple[float, ...] = ()  # per-channel mean of the train split, in [0, 1] units
+    std: tuple[float, ...] = ()
+    extra: dict = field(default_factory=dict)  # e.g. vocab for text
+
+
+@dataclass
+class RawData:
+    """What a loader returns: full train and test sets, before the validation split."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+
+@dataclass
+class DatasetSpec:
+    """A registered dataset: how to find its files and how to read them."""
+
+    name: str
+    load: Callable[[Path | None], RawData]  # called with the resolved root dir (None if no files)
+    needs_files: bool = True
+    # Returns True if ``root`` holds this dataset's files in the expected layout.
+    present: Callable[[Path], bool] = lambda root: False
+    system_dirs: tuple[str, ...] = ()
+    # Subdirectory of the cache dir the dataset lives in, and how to fetch it there.
+    download: Callable[[Path], None] | None = None
+    kind: str = "image"
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register_dataset(spec: DatasetSpec, help: str = "") -> DatasetSpec:
+    """Register a dataset spec under its name."""
+    return DATASETS.register(spec.name, help=help)(spec)
+
+
+def cache_dir() -> Path:
+    """Root of scpl's cache: ``$SCPL_CACHE`` or ``~/.cache/scpl``."""
+    return Path(os.environ.get("SCPL_CACHE", Path.home() / ".cache" / "scpl"))
+
+
+def resolve_root(spec: DatasetSpec, data_dir: str | os.PathLike | None, download: bool) -> Path:
+    """Find the directory holding ``spec``'s files, downloading into the cache as a last resort."""
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not root.exists():
+            raise DataError(f"data dir {root} does not exist; pass an existing --data-dir")
+        for cand in (root, root / spec.name):
+            if spec.present(cand):
+                return cand
+        raise DataError(
+            f"no {spec.name} files found in {root}; put them there (see `scpl list`) "
+            f"or drop --data-dir to use $SCPL_DATA / the cache / a download"
+        )
+    candidates: list[Path] = []
+    if os.environ.get("SCPL_DATA"):
+        env = Path(os.environ["SCPL_DATA"]).expanduser()
+        candidates += [env / spec.name, env]
+    candidates += [Path(p) for p in spec.system_dirs]
+    cached = cache_dir() / spec.name
+    candidates.append(cached)
+    for cand in candidates:
+        if cand.exists() and spec.present(cand):
+            return cand
+    if spec.download is None or not download:
+        raise DataError(
+            f"{spec.name} files not found (looked in {', '.join(map(str, candidates))}); "
+            f"pass --data-dir DIR pointing at them"
+        )
+    cached.mkdir(parents=True, exist_ok=True)
+    spec.download(cached)
+    if not spec.present(cached):
+        raise DataError(f"download of {spec.name} into {cached} did not produce the expected files")
+    return cached
+
+
+def file_digest(path: Path, algo: str = "md5") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str | None = None) -> Path:
+    """Download ``url`` to ``dest`` atomically (temp file + rename) and verify its md5."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and (md5 is None or file_digest(dest) == md5):
+        return dest
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    shutil.copyfileobj(resp, out)
+            except OSError as e:
+                raise DataError(
+                    f"could not download {url} ({e}); download it by hand and pass --data-dir"
+                ) from None
+        if md5 is not None:
+            got = file_digest(Path(tmp))
+            if got != md5:
+                raise DataError(
+                    f"checksum mismatch for {url}: md5 {got}, expected {md5}; "
+                    f"delete {dest.parent} and retry, or fetch the file by hand"
+                )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def split_train_val(raw: RawData, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Carve a class-stratified validation split out of the training set (deterministic)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction={val_fraction} must be in [0, 1); e.g. --val-fraction 0.1")
+    train = Split(raw.train_x, raw.train_y, getattr(raw, "train_lengths", None))
+    if val_fraction == 0.0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return train, train.subset(empty)
+    g = torch.Generator().manual_seed(seed)
+    val_idx = []
+    for c in torch.unique(raw.train_y):
+        idx = torch.nonzero(raw.train_y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = int(round(len(idx) * val_fraction))
+        val_idx.append(idx[:n_val])
+    val_index = torch.cat(val_idx).sort().values
+    mask = torch.ones(len(train), dtype=torch.bool)
+    mask[val_index] = False
+    return train.subset(torch.nonzero(mask).flatten()), train.subset(val_index)
+
+
+def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    """Raise DataError if a label lies outside [0, num_classes)."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise DataError(
+            f"{where}: label {int(y.min()) if int(y.min()) < 0 else int(y.max())} outside "
+            f"the class range [0, {num_classes}); fix the label file"
+        )
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> DataBundle:
+    """Load a registered dataset into memory and split off validation data."""
+    spec = DATASETS.get(name)
+    root = resolve_root(spec, data_dir, download) if spec.needs_files else None
+    raw = spec.load(root)
+    check_labels(raw.train_y, raw.num_classes, f"{name} train")
+    check_labels(raw.test_y, raw.num_classes, f"{name} test")
+    train, val = split_train_val(raw, val_fraction, seed)
+    test = Split(raw.test_x, raw.test_y, getattr(raw, "test_lengths", None))
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    if spec.kind == "image":
+        xf = train.x[: min(len(train), 10000)].float() / 255.0
+        mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    return DataBundle(
+        name=name,
+        train=train,
+        val=val,
+        test=test,
+        num_classes=raw.num_classes,
+        input_shape=tuple(raw.train_x.shape[1:]),
+        kind=spec.kind,
+        mean=mean,
+        std=std,
+    )
