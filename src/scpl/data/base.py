@@ -79,6 +79,9 @@ class DatasetSpec:
     # Subdirectory of the cache dir the dataset lives in, and how to fetch it there.
     download: Callable[[Path], None] | None = None
     kind: str = "image"
+    # Known per-sample input shape and class count (for `scpl params` without loading data).
+    input_shape: tuple[int, ...] = ()
+    num_classes: int = 0
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

@@ -1,0 +1,83 @@
+"""The one place for device and distributed set-up (driven by torchrun's environment variables,
+with a single-process fallback) and for seeding."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scpl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in a torchrun launch (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_env() -> DistEnv:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun."""
+    return DistEnv(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' into a device that exists, or raise."""
+    spec = spec.strip()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_env().local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device {spec!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = 0 if dev.index is None else dev.index
+        if index >= n:
+            raise ConfigError(
+                f"device {spec} does not exist (this machine has {n} CUDA device(s)); "
+                f"use --device cpu{' or cuda:0..cuda:' + str(n - 1) if n else ''}"
+            )
+        return torch.device("cuda", index)
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("device mps is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device type {dev.type!r} is not supported; use cpu or cuda:N")
+    return dev
+
+
+def resolve_devices(spec: str, count: int) -> list[torch.device]:
+    """A comma-separated device list (one per stage); a single entry is repeated ``count`` times."""
+    parts = [p for p in spec.split(",") if p.strip()]
+    devices = [resolve_device(p) for p in parts]
+    if len(devices) == 1:
+        devices = devices * count
+    if len(devices) != count:
+        raise ConfigError(
+            f"--devices lists {len(devices)} devices for {count} stages; give one per stage "
+            "or a single device for all"
+        )
+    return devices
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

@@ -1,0 +1,187 @@
+"""Typed run configuration, named recipes, and command-line overrides.
+
+A run is a recipe (a named set of overrides of :class:`TrainConfig`'s defaults) plus any
+``--field value`` flags. Every field's docstring is its ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+from dataclasses import dataclass, fields
+from typing import Any
+
+from scpl.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs."""
+
+    model: str = "vgg"
+    """Registered model name (see `scpl list`)."""
+    method: str = "scpl"
+    """Learning method: bp, scpl, early-exit."""
+    dataset: str = "fashion-mnist"
+    """Registered dataset name."""
+    data_dir: str | None = None
+    """Directory holding the dataset files (else $SCPL_DATA, system dirs, cache, download)."""
+    download: bool = True
+    """Download a missing dataset from its canonical source into the cache."""
+    stages: int = 4
+    """Number of stages K the model is split into (the paper uses 4)."""
+    partition: str | None = None
+    """Units per stage, comma-separated (e.g. 2,2,1,1); default is the paper's split."""
+    width: float = 1.0
+    """Channel-width multiplier (e.g. 0.25 for quick CPU runs)."""
+    epochs: int = 200
+    """Training epochs."""
+    batch_size: int = 128
+    """Mini-batch size N (two-view augmentation feeds 2N inputs)."""
+    eval_batch_size: int = 512
+    """Batch size for validation and test."""
+    lr: float = 1e-3
+    """Initial learning rate (Adam)."""
+    lr_min: float = 1e-5
+    """Final learning rate of the cosine schedule."""
+    lr_schedule: str = "cosine"
+    """cosine (stepped per iteration) or constant."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    head: str = "mlp"
+    """Projection head of hidden stages: identity, linear or mlp."""
+    proj_dim: int = 1024
+    """Output size of linear/mlp projection heads."""
+    temperature: float = 0.1
+    """SupCon temperature."""
+    supcon_norm: str = "paper"
+    """SupCon normalisation: paper (1/|P(i)|) or reference (1/(|P(i)|+1))."""
+    last_supcon: bool = True
+    """SCPL: add a SupCon term on the last stage next to its cross-entropy."""
+    augment: str = "two-view"
+    """Vision augmentation: none, basic, strong or two-view (2N inputs)."""
+    val_fraction: float = 0.1
+    """Share of the training set held out for model selection."""
+    seed: int = 0
+    """Random seed (data order, init, augmentation)."""
+    device: str = "auto"
+    """Device for the sequential executor: auto, cpu, cuda, cuda:N."""
+    executor: str = "sequential"
+    """Where stages run: sequential (more with the pipeline engine)."""
+    max_steps: int = 0
+    """Stop each epoch after this many steps (0 = full epoch); for smoke runs."""
+    log_every: int = 50
+    """Steps between metric syncs / log lines."""
+    threads: int = 0
+    """torch CPU threads (0 = PyTorch default)."""
+    out: str = "runs/{recipe}-{model}-{method}-{dataset}-s{seed}"
+    """Output directory (fields in braces are filled in)."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+    """Also write TensorBoard scalars when tensorboard is installed."""
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work, saying how to fix them."""
+        for name in ("epochs", "batch_size", "eval_batch_size", "stages"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if self.method == "scpl" and self.batch_size < 2:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} is too small for a contrastive loss: "
+                "SupCon needs at least 2 samples; use --batch-size 2 or more"
+            )
+        if self.lr <= 0 or self.lr_min < 0:
+            raise ConfigError("--lr must be > 0 and --lr-min >= 0")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine or constant")
+
+    def partition_list(self) -> list[int] | None:
+        if not self.partition:
+            return None
+        try:
+            return [int(p) for p in self.partition.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--partition {self.partition!r} must be comma-separated integers, e.g. 2,2,1,1"
+            ) from None
+
+
+# Named recipes: overrides of TrainConfig defaults. "paper-*" recipes use the paper's settings;
+# "*-smoke" versions run a few steps on tiny data and are executed by the tests.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": dict(
+        model="vgg", method="scpl", dataset="fashion-mnist", width=0.25, epochs=1, batch_size=128
+    ),
+    "smoke": dict(
+        model="convnet", method="scpl", dataset="digits", width=0.125, epochs=2, batch_size=64,
+        max_steps=10, augment="basic", log_every=5,
+    ),
+}
+_PAPER_VISION = dict(epochs=200, lr=1e-3, lr_min=1e-5, augment="two-view", head="mlp", width=1.0)
+for _ds in ("cifar10", "cifar100", "tiny-imagenet"):
+    for _model in ("convnet", "vgg", "resnet18"):
+        for _method in ("bp", "early-exit", "scpl"):
+            # Paper: BP at batch 128, SCPL at 1024 (Early Exit follows the local methods).
+            bs = 128 if _method == "bp" else 1024
+            RECIPES[f"paper-{_ds}-{_model}-{_method}"] = dict(
+                _PAPER_VISION, dataset=_ds, model=_model, method=_method, batch_size=bs
+            )
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal after each field)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for a, b in zip(body, body[1:], strict=False):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[attr-defined]
+    return docs
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    """Add one ``--field`` flag per dataclass field; unset flags stay None (recipe wins)."""
+    docs = field_docs(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = f"{docs.get(f.name, '')} [default: {default}]"
+        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+        if typ.startswith("bool"):
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=None, help=help_)
+        elif typ.startswith("int"):
+            parser.add_argument(flag, type=int, default=None, help=help_)
+        elif typ.startswith("float"):
+            parser.add_argument(flag, type=float, default=None, help=help_)
+        else:
+            parser.add_argument(flag, type=str, default=None, help=help_)
+
+
+def make_config(recipe: str, args: argparse.Namespace | dict | None = None, cls: type = TrainConfig):
+    """Recipe defaults, then explicit overrides (None means 'not given')."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; choose one of: {', '.join(sorted(RECIPES))}")
+    values = dict(RECIPES[recipe])
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    names = {f.name for f in fields(cls)}
+    for k, v in given.items():
+        if k in names and v is not None:
+            values[k] = v
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown config fields {sorted(unknown)}")
+    cfg = cls(**values)
+    cfg.validate()
+    return cfg

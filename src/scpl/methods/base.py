@@ -1,0 +1,128 @@
+"""Methods decide how a staged model learns: which local modules each stage gets, which loss
+each stage computes, and whether gradients may cross stage boundaries.
+
+A method turns a StagedModel into a list of :class:`StageUnit` -- one per stage, the unit of work
+that schedules and executors place on devices. A unit's ``forward`` is the inference path of its
+stage; ``loss`` computes the stage's local loss terms from the stage output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from scpl.errors import ConfigError
+from scpl.models.base import StagedModel
+from scpl.registry import Registry
+
+HEADS = ("identity", "linear", "mlp")
+
+
+@dataclass
+class MethodConfig:
+    """Options shared by the methods (each ignores what it does not use)."""
+
+    head: str = "mlp"
+    """Projection head g_l of hidden stages: identity, linear (Linear(dim, proj_dim)) or mlp
+    (Linear(dim, 512)-ReLU-Linear(512, proj_dim))."""
+    temperature: float = 0.1
+    """SupCon temperature tau."""
+    proj_dim: int = 1024
+    """Output size of the linear/mlp projection heads (the paper's 1024)."""
+    supcon_norm: str = "paper"
+    """SupCon normalisation: 'paper' (Eq. 2, divide by |P(i)|) or 'reference' (|P(i)|+1)."""
+    last_supcon: bool = True
+    """SCPL: the last stage adds its own SupCon term to the cross-entropy (the global loss sums them)."""
+
+
+def make_head(kind: str, dim: int, out_dim: int, hidden: int = 512) -> nn.Module:
+    """Projection head: identity, linear or the paper's MLP."""
+    if kind == "identity":
+        return nn.Identity()
+    if kind == "linear":
+        return nn.Linear(dim, out_dim)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+    raise ConfigError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+
+
+class StageUnit(nn.Module):
+    """One stage as trained by a method: the model's stage (``body``), the method's affiliated
+    modules (``aux``: heads, local classifiers) and, on the last stage, the model's classifier.
+
+    ``forward`` is inference (body only); ``loss`` returns (total, terms) for the stage's local
+    objective, or (None, {}) for a stage without one (hidden stages under BP).
+    """
+
+    def __init__(self, index: int, model: StagedModel, detach_input: bool) -> None:
+        super().__init__()
+        self.index = index
+        self.num_stages = model.num_stages
+        self.is_last = index == model.num_stages - 1
+        self.body = model.stages[index]
+        self.classifier = model.classifier if self.is_last else None
+        self.aux = nn.ModuleDict()
+        self.detach_input = detach_input
+        self.feature_dim = model.feature_dim(index)
+        # Models know how to pool their own outputs (flatten for images, masked mean for text).
+        self._features = model.features
+
+    def forward(self, x):
+        return self.body(x)
+
+    def features(self, out) -> torch.Tensor:
+        return self._features(self.index, out)
+
+    def predict(self, out) -> torch.Tensor:
+        """Class logits from the last stage's output (inference path: no heads)."""
+        assert self.classifier is not None, "predict() is only defined on the last stage"
+        return self.classifier(out)
+
+    def loss(self, out, y: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def effective_parameters(self):
+        """Parameters used at inference (stage body and classifier)."""
+        yield from self.body.parameters()
+        if self.classifier is not None:
+            yield from self.classifier.parameters()
+
+    def affiliated_parameters(self):
+        """Parameters used only in training (heads, local classifiers)."""
+        yield from self.aux.parameters()
+
+
+class Method:
+    """A registered learning method."""
+
+    name: str = ""
+    local: bool = True
+    """True if every stage has its own loss and its input is detached (no gradient crosses)."""
+
+    def __init__(self, cfg: MethodConfig | None = None) -> None:
+        self.cfg = cfg or MethodConfig()
+
+    def attach(self, model: StagedModel) -> nn.ModuleList:
+        """Wrap each stage of ``model`` in this method's StageUnit."""
+        raise NotImplementedError
+
+    @property
+    def uses_supcon(self) -> bool:
+        return False
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def build_method(name: str, cfg: MethodConfig | None = None) -> Method:
+    """Instantiate a registered method."""
+    return METHODS.get(name)(cfg)
+
+
+def count_parameters(units: nn.ModuleList) -> dict[str, int]:
+    """Effective (inference) and affiliated (training-only) parameter counts."""
+    eff = sum(p.numel() for u in units for p in u.effective_parameters())
+    aff = sum(p.numel() for u in units for p in u.affiliated_parameters())
+    return {"effective": eff, "affiliated": aff, "training": eff + aff}

@@ -1,0 +1,99 @@
+"""BP, SCPL and Early Exit."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scpl.errors import ConfigError
+from scpl.methods.base import METHODS, Method, MethodConfig, StageUnit, make_head
+from scpl.methods.supcon import SUPCON_NORMS, supcon_loss
+from scpl.models.base import StagedModel
+
+
+class BPUnit(StageUnit):
+    def loss(self, out, y):
+        if not self.is_last:
+            return None, {}
+        ce = F.cross_entropy(self.predict(out), y)
+        return ce, {"ce": ce}
+
+
+@METHODS.register("bp", help="end-to-end backpropagation: one loss at the end")
+class BP(Method):
+    """End-to-end BP: only the last stage has a loss; gradients flow through all stages."""
+
+    name = "bp"
+    local = False
+
+    def attach(self, model: StagedModel) -> nn.ModuleList:
+        return nn.ModuleList(BPUnit(i, model, detach_input=False) for i in range(model.num_stages))
+
+
+class SCPLUnit(StageUnit):
+    def __init__(self, index: int, model: StagedModel, cfg: MethodConfig) -> None:
+        super().__init__(index, model, detach_input=True)
+        self.cfg = cfg
+        if not self.is_last or cfg.last_supcon:
+            self.aux["head"] = make_head(cfg.head, self.feature_dim, cfg.proj_dim)
+
+    def loss(self, out, y):
+        terms: dict[str, torch.Tensor] = {}
+        if "head" in self.aux:
+            z = self.aux["head"](self.features(out))
+            terms["supcon"] = supcon_loss(z, y, self.cfg.temperature, self.cfg.supcon_norm)
+        if self.is_last:
+            terms["ce"] = F.cross_entropy(self.predict(out), y)
+        return sum(terms.values()), terms
+
+
+@METHODS.register("scpl", help="supervised contrastive local loss per stage (SCPL / Delog-SCL)")
+class SCPL(Method):
+    """SCPL: each stage learns from a SupCon loss on its projected output; the last stage also
+    from cross-entropy on the classifier. Stage inputs are detached."""
+
+    name = "scpl"
+    local = True
+
+    def __init__(self, cfg: MethodConfig | None = None) -> None:
+        super().__init__(cfg)
+        if self.cfg.supcon_norm not in SUPCON_NORMS:
+            raise ConfigError(
+                f"unknown --supcon-norm {self.cfg.supcon_norm!r}; choose one of: {', '.join(SUPCON_NORMS)}"
+            )
+        if self.cfg.temperature <= 0:
+            raise ConfigError(f"--temperature {self.cfg.temperature} must be > 0, e.g. 0.1")
+
+    @property
+    def uses_supcon(self) -> bool:
+        return True
+
+    def attach(self, model: StagedModel) -> nn.ModuleList:
+        return nn.ModuleList(SCPLUnit(i, model, self.cfg) for i in range(model.num_stages))
+
+
+class EarlyExitUnit(StageUnit):
+    def __init__(self, index: int, model: StagedModel, cfg: MethodConfig) -> None:
+        super().__init__(index, model, detach_input=True)
+        if not self.is_last:
+            # A local classifier shaped like the SCPL head so the comparison is like for like.
+            n = model.num_classes
+            head = cfg.head if cfg.head != "identity" else "linear"
+            self.aux["exit"] = make_head(head, self.feature_dim, n)
+
+    def loss(self, out, y):
+        logits = self.predict(out) if self.is_last else self.aux["exit"](self.features(out))
+        ce = F.cross_entropy(logits, y)
+        return ce, {"ce": ce}
+
+
+@METHODS.register("early-exit", help="a local classifier + cross-entropy per stage, inputs detached")
+class EarlyExit(Method):
+    """Early Exit: every hidden stage trains through its own auxiliary classifier."""
+
+    name = "early-exit"
+    local = True
+
+    def attach(self, model: StagedModel) -> nn.ModuleList:
+        return nn.ModuleList(EarlyExitUnit(i, model, self.cfg) for i in range(model.num_stages))

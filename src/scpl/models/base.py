@@ -1,0 +1,155 @@
+"""Staged models: a network is an ordered list of stage modules plus a classifier on the last one.
+
+Models are built from *units* (the smallest pieces a model may be cut between, e.g. a VGG conv
+block or a ResNet BasicBlock) grouped into K stages by an explicit partition. The paper's split is
+each model's default partition; stage balancing (a later feature) only passes another partition.
+Nothing here knows about devices or losses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from scpl.errors import ConfigError
+from scpl.registry import Registry
+
+
+MODELS: Registry[Callable[..., StagedModel]] = Registry("model")
+
+
+def even_partition(num_units: int, num_stages: int) -> list[int]:
+    """Split ``num_units`` consecutive units into ``num_stages`` groups as evenly as possible."""
+    base, extra = divmod(num_units, num_stages)
+    # Give the remainder to the earliest stages: they usually see the largest activations.
+    return [base + (1 if i < extra else 0) for i in range(num_stages)]
+
+
+def check_partition(partition: Sequence[int], num_units: int, model: str) -> list[int]:
+    """Validate a partition (units per stage) and return it as a list."""
+    partition = list(partition)
+    if not partition or any(p < 1 for p in partition) or sum(partition) != num_units:
+        raise ConfigError(
+            f"partition {partition} does not cover {model}'s {num_units} units with >=1 unit per "
+            f"stage; give positive counts that sum to {num_units}"
+        )
+    return partition
+
+
+def check_num_stages(num_stages: int, num_units: int, model: str) -> None:
+    """Raise ConfigError if K does not fit the model."""
+    if not 1 <= num_stages <= num_units:
+        raise ConfigError(
+            f"--stages {num_stages} does not fit {model}: it has {num_units} layers that can be "
+            f"stages; choose --stages between 1 and {num_units}"
+        )
+
+
+class StagedModel(nn.Module):
+    """A network as explicit stages; ``forward`` runs the stages in order, then the classifier.
+
+    Attributes:
+        stages: ``nn.ModuleList`` of K stage modules; stage l maps r_{l-1} to r_l.
+        classifier: maps the last stage's output to class logits.
+        stage_shapes: per-sample output shape of each stage (without the batch dim).
+        partition: how many units each stage holds.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        units: Sequence[nn.Module],
+        classifier: nn.Module,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        partition: Sequence[int],
+        kind: str = "image",
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.kind = kind
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.partition = check_partition(partition, len(units), name)
+        stages, start = [], 0
+        for count in self.partition:
+            group = list(units[start : start + count])
+            stages.append(group[0] if count == 1 else nn.Sequential(*group))
+            start += count
+        self.stages = nn.ModuleList(stages)
+        self.classifier = classifier
+        self.stage_shapes = self._infer_shapes()
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def example_input(self, batch_size: int = 2) -> torch.Tensor:
+        """A zero input batch of the model's input shape (used for shape inference and tests)."""
+        return torch.zeros(batch_size, *self.input_shape)
+
+    @torch.no_grad()
+    def _infer_shapes(self) -> list[tuple[int, ...]]:
+        was_training = self.training
+        self.eval()  # BatchNorm in eval mode: no running-stat update from the dry run
+        x = self.example_input(2)
+        shapes = []
+        for stage in self.stages:
+            x = stage(x)
+            shapes.append(tuple(_main(x).shape[1:]))
+        self.train(was_training)
+        return shapes
+
+    def feature_dim(self, stage_index: int) -> int:
+        """Length of the flat local feature vector of stage ``stage_index`` (head input size)."""
+        return math.prod(self.stage_shapes[stage_index])
+
+    def features(self, stage_index: int, out: torch.Tensor) -> torch.Tensor:
+        """Flat per-sample features of a stage output, used by local losses ([B, D])."""
+        return _main(out).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return self.classifier(x)
+
+
+def _main(out):
+    """The tensor part of a stage output (text models may carry lengths alongside)."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count under a width multiplier (at least 4 so tiny runs still work)."""
+    return max(4, int(round(channels * width)))
+
+
+def register_model(name: str, help: str = ""):
+    """Register a builder ``fn(input_shape, num_classes, num_stages, width, partition, **kw)``."""
+    return MODELS.register(name, help=help)
+
+
+def build_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    num_stages: int = 4,
+    width: float = 1.0,
+    partition: Sequence[int] | None = None,
+    **kwargs,
+) -> StagedModel:
+    """Build a registered model split into ``num_stages`` stages."""
+    if width <= 0:
+        raise ConfigError(f"--width {width} must be positive, e.g. --width 0.25")
+    builder = MODELS.get(name)
+    return builder(
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        num_stages=num_stages,
+        width=width,
+        partition=partition,
+        **kwargs,
+    )

@@ -1,0 +1,165 @@
+"""Vision models from the SCPL appendix (A.1): vanilla ConvNet, VGG, ResNet-18.
+
+Each builder returns a StagedModel whose default partition is the paper's split at K=4.
+Input-shape adaptation: pooling/striding stops shrinking a feature map once it is 1x1, so
+1x28x28 (Fashion-MNIST), 1x8x8 (digits), 3x32x32 (CIFAR) and 3x64x64 (Tiny-ImageNet) all work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from scpl.models.base import (
+    StagedModel,
+    check_num_stages,
+    even_partition,
+    register_model,
+    scaled,
+)
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
+    )
+
+
+def maybe_pool(size: int) -> tuple[nn.Module, int]:
+    """2x2 max-pool if the map is still at least 2 pixels wide, else identity (small inputs)."""
+    if size >= 2:
+        return nn.MaxPool2d(2), size // 2
+    return nn.Identity(), size
+
+
+def _spatial(input_shape: tuple[int, ...]) -> int:
+    return min(input_shape[1], input_shape[2])
+
+
+# Reference VGG (SCPL code): [128,256,M] [256,512,M] [512,M] [512,M]; classifier FC-sigmoid-FC
+# with 2500 hidden units. Units are single conv layers (a pool follows the last conv of a block).
+VGG_BLOCKS: tuple[tuple[int, ...], ...] = ((128, 256), (256, 512), (512,), (512,))
+VGG_CLASSIFIER_HIDDEN = 2500
+
+
+@register_model("vgg", help="VGG (6 conv-BN-ReLU, 4 max-pools), classifier FC-sigmoid-FC; paper split")
+def vgg(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    num_stages: int = 4,
+    width: float = 1.0,
+    partition: Sequence[int] | None = None,
+    classifier_hidden: int = VGG_CLASSIFIER_HIDDEN,
+) -> StagedModel:
+    """VGG from the appendix; K=4 gives [CC-MP] [CC-MP] [C-MP] [C-MP]."""
+    units: list[nn.Module] = []
+    c_in, size = input_shape[0], _spatial(input_shape)
+    for block in VGG_BLOCKS:
+        for j, c in enumerate(block):
+            layers: list[nn.Module] = [conv_bn_relu(c_in, scaled(c, width))]
+            c_in = scaled(c, width)
+            if j == len(block) - 1:
+                pool, size = maybe_pool(size)
+                layers.append(pool)
+            units.append(nn.Sequential(*layers))
+    check_num_stages(num_stages, len(units), "vgg")
+    if partition is None:
+        partition = [2, 2, 1, 1] if num_stages == 4 else even_partition(len(units), num_stages)
+    flat = c_in * size * size
+    hidden = max(16, int(round(classifier_hidden * width)))
+    classifier = nn.Sequential(
+        nn.Flatten(), nn.Linear(flat, hidden), nn.Sigmoid(), nn.Linear(hidden, num_classes)
+    )
+    return StagedModel("vgg", units, classifier, input_shape, num_classes, partition)
+
+
+class BasicBlock(nn.Module):
+    """ResNet BasicBlock as in the appendix: conv-BN-LeakyReLU-conv-BN + projected shortcut,
+    then LeakyReLU. The shortcut is always a 1x1 conv + BN ("a fully connected transformation")."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+        )
+        self.act = nn.LeakyReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act(out + self.shortcut(x))
+
+
+RESNET_WIDTHS = (64, 128, 256, 512)
+
+
+@register_model("resnet18", help="ResNet-18 (stem + 8 BasicBlocks, LeakyReLU, projected shortcuts)")
+def resnet18(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    num_stages: int = 4,
+    width: float = 1.0,
+    partition: Sequence[int] | None = None,
+) -> StagedModel:
+    """ResNet-18; K=4 gives [stem + 2 blocks] [2 blocks] [2 blocks] [2 blocks]."""
+    units: list[nn.Module] = []
+    c_in, size = input_shape[0], _spatial(input_shape)
+    stem_c = scaled(64, width)
+    stem = conv_bn_relu(c_in, stem_c)
+    c_in = stem_c
+    for i, c in enumerate(RESNET_WIDTHS):
+        c = scaled(c, width)
+        for j in range(2):
+            # Downsample at the first block of groups 2-4, unless the map is already 1x1.
+            stride = 2 if (i > 0 and j == 0 and size >= 2) else 1
+            if stride == 2:
+                size = (size + 1) // 2
+            block = BasicBlock(c_in, c, stride)
+            c_in = c
+            # The stem is not a cut point: it travels with the first block (paper's component 1).
+            units.append(nn.Sequential(stem, block) if not units else block)
+    check_num_stages(num_stages, len(units), "resnet18")
+    if partition is None:
+        partition = even_partition(len(units), num_stages)
+    classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
+    return StagedModel("resnet18", units, classifier, input_shape, num_classes, partition)
+
+
+CONVNET_CHANNELS = (128, 256, 512)
+
+
+@register_model("convnet", help="vanilla ConvNet: one Conv-BN-ReLU(-MP) layer per stage (Alg. 2, generalised)")
+def convnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    num_stages: int = 4,
+    width: float = 1.0,
+    partition: Sequence[int] | None = None,
+    num_layers: int | None = None,
+    pool: bool = True,
+) -> StagedModel:
+    """Plain conv stack: layer i has 128*2^i channels (capped at 512), each followed by a 2x2
+    max-pool (keeps the flattened head/classifier input small; ``pool=False`` is Algorithm 2).
+    By default one layer per stage, so any K >= 1 fits."""
+    num_layers = num_layers or num_stages
+    check_num_stages(num_stages, num_layers, "convnet")
+    units: list[nn.Module] = []
+    c_in, size = input_shape[0], _spatial(input_shape)
+    for i in range(num_layers):
+        c = scaled(CONVNET_CHANNELS[min(i, len(CONVNET_CHANNELS) - 1)], width)
+        layers: list[nn.Module] = [conv_bn_relu(c_in, c)]
+        if pool:
+            p, size = maybe_pool(size)
+            layers.append(p)
+        units.append(nn.Sequential(*layers))
+        c_in = c
+    if partition is None:
+        partition = even_partition(num_layers, num_stages)
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(c_in * size * size, num_classes))
+    return StagedModel("convnet", units, classifier, input_shape, num_classes, partition)

@@ -1,0 +1,247 @@
+"""The training loop: data -> model -> method -> executor -> epochs -> best-on-validation -> test.
+
+Reads top to bottom; everything it calls is selected by name from a registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from scpl.common import resolve_device, seed_everything
+from scpl.config import TrainConfig
+from scpl.data import DataBundle, Split, load_dataset
+from scpl.data.augment import Augment
+from scpl.errors import ConfigError, ScplError
+from scpl.methods import MethodConfig, build_method, count_parameters
+from scpl.models import build_model
+from scpl.parallel import EXECUTORS, OptimConfig
+
+
+def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
+    """Train per ``cfg``; writes metrics.jsonl and summary.json to the output dir; returns the summary."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out_dir = prepare_out_dir(cfg, recipe)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+
+    # Data: in memory as uint8; batches are sampled by index and augmented on the device.
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed)
+    if data.kind != "image":
+        raise ConfigError(f"dataset {cfg.dataset!r} is a {data.kind} dataset; use a text model")
+    augment = Augment(cfg.augment, data.input_shape, data.mean, data.std).to(device)
+    steps_per_epoch = len(data.train) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training samples; lower it"
+        )
+    if cfg.max_steps:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+
+    # Model -> method (heads, local losses) -> executor (where/when stages run).
+    model = build_model(
+        cfg.model, data.input_shape, data.num_classes, cfg.stages, cfg.width, cfg.partition_list()
+    )
+    method = build_method(
+        cfg.method,
+        MethodConfig(cfg.head, cfg.temperature, cfg.proj_dim, cfg.supcon_norm, cfg.last_supcon),
+    )
+    units = method.attach(model)
+    params = count_parameters(units)
+    optim = OptimConfig(cfg.lr, cfg.lr_min, cfg.weight_decay, steps_per_epoch * cfg.epochs, cfg.lr_schedule)
+    executor = EXECUTORS.get(cfg.executor)(units, method.local, optim, [device])
+    echo(
+        f"scpl: {cfg.model} ({model.num_stages} stages, partition {model.partition}) "
+        f"{cfg.method} on {cfg.dataset} [{len(data.train)}/{len(data.val)}/{len(data.test)}] "
+        f"device={device} params effective={params['effective']:,} affiliated={params['affiliated']:,}"
+    )
+
+    log = MetricsLog(out_dir, cfg.tensorboard)
+    g = torch.Generator().manual_seed(cfg.seed)
+    best = {"epoch": -1, "val_acc": -1.0, "state": None}
+    train_seconds, samples_seen, step = 0.0, 0, 0
+    for epoch in range(cfg.epochs):
+        executor.train(True)
+        perm = torch.randperm(len(data.train), generator=g)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        t0 = time.perf_counter()
+        for i in range(steps_per_epoch):
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x, y = batch_to(data.train, idx, device)
+            x, y = augment(x, y)
+            metrics = executor.train_step(x, y)
+            for k, v in metrics.items():  # accumulate on device: no host sync per step
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            count += 1
+            step += 1
+            samples_seen += len(idx)
+            if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
+                means = {k: float(v) / count for k, v in sums.items()}  # one sync per interval
+                check_finite(means, step)
+                bar.set_postfix_str(" ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items()))
+                log.write({"kind": "train", "epoch": epoch, "step": step, **means})
+                sums, count = {}, 0
+            bar.update(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - t0
+        bar.close()
+
+        val_acc = evaluate(executor, data.val, augment, cfg.eval_batch_size, device) if len(data.val) else float("nan")
+        log.write({"kind": "epoch", "epoch": epoch, "step": step, "val_acc": val_acc,
+                   "train_seconds": train_seconds, "lr": executor.current_lr()})
+        echo(f"epoch {epoch + 1}: val_acc={val_acc:.4f} ({train_seconds:.1f}s training)")
+        if not len(data.val) or val_acc > best["val_acc"]:
+            best = {"epoch": epoch, "val_acc": val_acc, "state": cpu_copy(executor.units.state_dict())}
+
+    # Final number on the test split, from the epoch chosen on validation.
+    if best["state"] is not None:
+        executor.units.load_state_dict(best["state"])
+    test_acc = evaluate(executor, data.test, augment, cfg.eval_batch_size, device)
+    executor.close()
+    summary = {
+        "test_acc": test_acc,
+        "best_epoch": best["epoch"] + 1,
+        "best_val_acc": best["val_acc"],
+        "samples_per_s": samples_seen / train_seconds if train_seconds else 0.0,
+        "train_seconds": train_seconds,
+        "steps": step,
+        "params": params,
+        "recipe": recipe,
+        "config": dataclasses.asdict(cfg),
+        "versions": versions(),
+        "out_dir": str(out_dir),
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    log.close()
+    return summary
+
+
+def batch_to(split: Split, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather a batch by index and move it to the device (pinned + non-blocking on CUDA)."""
+    x, y = split.x[idx], split.y[idx]
+    if device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(executor, split: Split, augment: Augment, batch_size: int, device: torch.device) -> float:
+    """Top-1 accuracy of the inference path (stages + classifier, no heads) on ``split``."""
+    executor.train(False)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for start in range(0, len(split), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(split)))
+        x, y = batch_to(split, idx, device)
+        logits = executor.predict(augment.normalise(x))
+        correct += (logits.argmax(1).to(device) == y).sum()
+    executor.train(True)
+    return float(correct) / max(1, len(split))
+
+
+def check_finite(means: dict[str, float], step: int) -> None:
+    """Stop with a clear message on a NaN/inf loss, naming the stage and term."""
+    for k, v in means.items():
+        if not math.isfinite(v):
+            stage, term = k.split("/")
+            raise ScplError(
+                f"non-finite {term} loss ({v}) at {stage}, step {step}; lower --lr or check the data"
+            )
+
+
+def cpu_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def prepare_out_dir(cfg: TrainConfig, recipe: str) -> Path:
+    """Create the output dir and check it is writable before any work is done."""
+    fields = dataclasses.asdict(cfg) | {"recipe": recipe}
+    try:
+        out = Path(cfg.out.format(**fields))
+    except KeyError as e:
+        raise ConfigError(f"--out {cfg.out!r} names unknown field {e}; use config field names") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test", delete=True)
+        probe.close()
+    except OSError as e:
+        raise ScplError(f"output dir {out} is not writable ({e.strerror}); pass --out DIR you can write") from None
+    return out
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Write JSON via temp file + fsync + rename so a crash never leaves a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """JSON lines (always) and TensorBoard scalars (when installed)."""
+
+    def __init__(self, out_dir: Path, tensorboard: bool) -> None:
+        self.f = open(out_dir / "metrics.jsonl", "a")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+            except Exception:  # tensorboard not installed: JSONL is enough
+                self.tb = None
+
+    def write(self, rec: dict) -> None:
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, float) and k not in ("epoch", "step"):
+                    self.tb.add_scalar(f"{rec['kind']}/{k}", v, rec["step"])
+
+    def close(self) -> None:
+        self.f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def versions() -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except Exception:
+        commit = ""
+    return {
+        "scpl_commit": commit,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+    }
+
+
+__all__ = ["train", "evaluate", "DataBundle"]
