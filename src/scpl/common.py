@@ -62,8 +62,13 @@ def resolve_device(spec: str) -> torch.device:
     return dev
 
 
-def resolve_devices(spec: str, count: int) -> list[torch.device]:
-    """A comma-separated device list (one per stage); a single entry is repeated ``count`` times."""
+def resolve_devices(spec: str, count: int, default: str = "auto") -> list[torch.device]:
+    """A comma-separated device list (one per stage); a single entry is repeated ``count`` times.
+    An empty ``spec`` uses ``default``; 'auto' puts one GPU per stage when there are enough."""
+    if not spec.strip():
+        if default == "auto" and torch.cuda.is_available() and torch.cuda.device_count() >= count > 1:
+            return [torch.device("cuda", i) for i in range(count)]
+        return [resolve_device(default)] * count
     parts = [p for p in spec.split(",") if p.strip()]
     devices = [resolve_device(p) for p in parts]
     if len(devices) == 1:

@@ -68,9 +68,23 @@ class TrainConfig:
     seed: int = 0
     """Random seed (data order, init, augmentation)."""
     device: str = "auto"
-    """Device for the sequential executor: auto, cpu, cuda, cuda:N."""
-    executor: str = "sequential"
-    """Where stages run: sequential (more with the pipeline engine)."""
+    """Device when --devices is not given: auto (one GPU per stage if there are enough, else
+    cuda:0 or cpu for all), cpu, cuda, cuda:N."""
+    devices: str = ""
+    """Comma-separated device per stage (e.g. cuda:0,cuda:1,cuda:2,cuda:3 or cpu); one entry
+    is used for every stage."""
+    executor: str = "local"
+    """Who runs the stages: sequential (one op at a time, the reference), local (a thread per
+    stage in this process), dist (a process per stage over torch.distributed)."""
+    schedule: str = "auto"
+    """Op order: sequential, scpl, scpl-gpipe, nmp, gpipe; auto = scpl for local-loss methods
+    and nmp for BP (scpl-gpipe / gpipe with --micro-batches > 1)."""
+    micro_batches: int = 1
+    """Micro-batches per mini-batch for the gpipe and scpl-gpipe schedules."""
+    queue_depth: int = 2
+    """Activations in flight per link between stages (bounded queues)."""
+    nproc: int = 0
+    """dist executor on one host: start this many processes (one per stage) via torchrun."""
     max_steps: int = 0
     """Stop each epoch after this many steps (0 = full epoch); for smoke runs."""
     log_every: int = 50
@@ -98,6 +112,14 @@ class TrainConfig:
             raise ConfigError("--lr must be > 0 and --lr-min >= 0")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine or constant")
+
+    def resolved_schedule(self, local: bool) -> str:
+        """The schedule name after resolving 'auto' for the method."""
+        if self.schedule != "auto":
+            return self.schedule
+        if local:
+            return "scpl-gpipe" if self.micro_batches > 1 else "scpl"
+        return "gpipe" if self.micro_batches > 1 else "nmp"
 
     def partition_list(self) -> list[int] | None:
         if not self.partition:

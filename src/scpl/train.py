@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from scpl.common import resolve_device, seed_everything
+from scpl.common import resolve_devices, seed_everything
 from scpl.config import TrainConfig
 from scpl.data import DataBundle, Split, load_dataset
 from scpl.data.augment import Augment
 from scpl.errors import ConfigError, ScplError
 from scpl.methods import MethodConfig, build_method, count_parameters
 from scpl.models import build_model
-from scpl.parallel import EXECUTORS, OptimConfig
+from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
 
 
 def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
@@ -35,7 +35,8 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         torch.set_num_threads(cfg.threads)
     out_dir = prepare_out_dir(cfg, recipe)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
+    device = devices[0]  # where batches are assembled and augmented
 
     # Data: in memory as uint8; batches are sampled by index and augmented on the device.
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed)
@@ -61,11 +62,14 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     units = method.attach(model)
     params = count_parameters(units)
     optim = OptimConfig(cfg.lr, cfg.lr_min, cfg.weight_decay, steps_per_epoch * cfg.epochs, cfg.lr_schedule)
-    executor = EXECUTORS.get(cfg.executor)(units, method.local, optim, [device])
+    schedule = cfg.resolved_schedule(method.local)
+    options = ExecutorOptions(schedule, cfg.micro_batches, cfg.queue_depth)
+    executor = EXECUTORS.get(cfg.executor)(units, method.local, optim, devices, options, cfg.method)
     echo(
         f"scpl: {cfg.model} ({model.num_stages} stages, partition {model.partition}) "
         f"{cfg.method} on {cfg.dataset} [{len(data.train)}/{len(data.val)}/{len(data.test)}] "
-        f"device={device} params effective={params['effective']:,} affiliated={params['affiliated']:,}"
+        f"executor={cfg.executor} schedule={schedule} devices={','.join(map(str, devices))} "
+        f"params effective={params['effective']:,} affiliated={params['affiliated']:,}"
     )
 
     log = MetricsLog(out_dir, cfg.tensorboard)
@@ -75,29 +79,27 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     for epoch in range(cfg.epochs):
         executor.train(True)
         perm = torch.randperm(len(data.train), generator=g)
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
         bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x, y = batch_to(data.train, idx, device)
             x, y = augment(x, y)
-            metrics = executor.train_step(x, y)
-            for k, v in metrics.items():  # accumulate on device: no host sync per step
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            count += 1
+            executor.submit(x, y)  # pipelined executors return before the batch is done
             step += 1
             samples_seen += len(idx)
             if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
-                means = {k: float(v) / count for k, v in sums.items()}  # one sync per interval
+                if i == steps_per_epoch - 1:
+                    executor.flush()
+                means = executor.collect()  # metrics of finished batches: one sync per interval
                 check_finite(means, step)
                 bar.set_postfix_str(" ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items()))
                 log.write({"kind": "train", "epoch": epoch, "step": step, **means})
-                sums, count = {}, 0
             bar.update(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        executor.flush()
+        for d in set(devices):
+            if d.type == "cuda":
+                torch.cuda.synchronize(d)
         train_seconds += time.perf_counter() - t0
         bar.close()
 
@@ -106,11 +108,11 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
                    "train_seconds": train_seconds, "lr": executor.current_lr()})
         echo(f"epoch {epoch + 1}: val_acc={val_acc:.4f} ({train_seconds:.1f}s training)")
         if not len(data.val) or val_acc > best["val_acc"]:
-            best = {"epoch": epoch, "val_acc": val_acc, "state": cpu_copy(executor.units.state_dict())}
+            best = {"epoch": epoch, "val_acc": val_acc, "state": [cpu_copy(u) for u in executor.unit_states()]}
 
     # Final number on the test split, from the epoch chosen on validation.
     if best["state"] is not None:
-        executor.units.load_state_dict(best["state"])
+        executor.load_unit_states(best["state"])
     test_acc = evaluate(executor, data.test, augment, cfg.eval_batch_size, device)
     executor.close()
     summary = {
@@ -143,14 +145,15 @@ def batch_to(split: Split, idx: torch.Tensor, device: torch.device) -> tuple[tor
 def evaluate(executor, split: Split, augment: Augment, batch_size: int, device: torch.device) -> float:
     """Top-1 accuracy of the inference path (stages + classifier, no heads) on ``split``."""
     executor.train(False)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    for start in range(0, len(split), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(split)))
-        x, y = batch_to(split, idx, device)
-        logits = executor.predict(augment.normalise(x))
-        correct += (logits.argmax(1).to(device) == y).sum()
+
+    def batches():
+        for start in range(0, len(split), batch_size):
+            x, y = batch_to(split, torch.arange(start, min(start + batch_size, len(split))), device)
+            yield augment.normalise(x), y
+
+    correct, total = executor.evaluate(batches())
     executor.train(True)
-    return float(correct) / max(1, len(split))
+    return correct / max(1, total)
 
 
 def check_finite(means: dict[str, float], step: int) -> None:

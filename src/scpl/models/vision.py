@@ -21,7 +21,11 @@ from scpl.models.base import (
 )
 
 
-def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+def conv_bn_relu(c_in: int, c_out: int, batch_norm: bool = True) -> nn.Sequential:
+    """Conv3x3-BN-ReLU; without BN the conv gets a bias (used where micro-batches must match
+    full-batch BP exactly: BN statistics depend on the micro-batch)."""
+    if not batch_norm:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
     )
@@ -52,13 +56,14 @@ def vgg(
     width: float = 1.0,
     partition: Sequence[int] | None = None,
     classifier_hidden: int = VGG_CLASSIFIER_HIDDEN,
+    batch_norm: bool = True,
 ) -> StagedModel:
     """VGG from the appendix; K=4 gives [CC-MP] [CC-MP] [C-MP] [C-MP]."""
     units: list[nn.Module] = []
     c_in, size = input_shape[0], _spatial(input_shape)
     for block in VGG_BLOCKS:
         for j, c in enumerate(block):
-            layers: list[nn.Module] = [conv_bn_relu(c_in, scaled(c, width))]
+            layers: list[nn.Module] = [conv_bn_relu(c_in, scaled(c, width), batch_norm)]
             c_in = scaled(c, width)
             if j == len(block) - 1:
                 pool, size = maybe_pool(size)
@@ -143,6 +148,7 @@ def convnet(
     partition: Sequence[int] | None = None,
     num_layers: int | None = None,
     pool: bool = True,
+    batch_norm: bool = True,
 ) -> StagedModel:
     """Plain conv stack: layer i has 128*2^i channels (capped at 512), each followed by a 2x2
     max-pool (keeps the flattened head/classifier input small; ``pool=False`` is Algorithm 2).
@@ -153,7 +159,7 @@ def convnet(
     c_in, size = input_shape[0], _spatial(input_shape)
     for i in range(num_layers):
         c = scaled(CONVNET_CHANNELS[min(i, len(CONVNET_CHANNELS) - 1)], width)
-        layers: list[nn.Module] = [conv_bn_relu(c_in, c)]
+        layers: list[nn.Module] = [conv_bn_relu(c_in, c, batch_norm)]
         if pool:
             p, size = maybe_pool(size)
             layers.append(p)

@@ -1,79 +1,123 @@
-"""The reference executor: one device, batch by batch, stage by stage."""
+"""The reference executor: one op at a time in the schedule's global serial order."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from scpl.parallel.base import EXECUTORS, Executor, OptimConfig, build_stage_optimizer
+from scpl.parallel.base import EXECUTORS, Executor, ExecutorOptions, MetricSink, OptimConfig
+from scpl.parallel.runner import Channel, Recorder, StageRunner, split_micro
+from scpl.parallel.schedules import resolve_schedule
 
 
-@EXECUTORS.register("sequential", help="one device, stage after stage (the parity reference)")
-class SequentialExecutor(Executor):
-    """Runs every stage on one device.
+class MailboxChannel(Channel):
+    """In-process hand-off for serial execution: a dict of pending messages."""
 
-    Local methods: for each stage, F -> L -> B -> U, then hand the detached output on.
-    BP: forward through all stages, one backward from the last loss, then every stage updates.
-    """
+    def __init__(self) -> None:
+        self.box: dict[tuple, object] = {}
+
+    def send_act(self, stage, batch, mb, act, y):
+        self.box[("act", stage + 1, mb)] = (act, y)
+
+    def recv_act(self, stage, batch, mb):
+        return self.box.pop(("act", stage, mb))
+
+    def send_grad(self, stage, batch, mb, grad):
+        self.box[("grad", stage - 1, mb)] = grad
+
+    def recv_grad(self, stage, batch, mb):
+        return self.box.pop(("grad", stage, mb))
+
+
+class RunnerExecutor(Executor):
+    """Shared set-up of executors that hold all K stage runners in this process."""
+
+    def __init__(
+        self,
+        units: nn.ModuleList,
+        local: bool,
+        optim: OptimConfig,
+        devices: list[torch.device],
+        options: ExecutorOptions | None = None,
+        method: str = "",
+    ) -> None:
+        self.options = options or ExecutorOptions()
+        self.local = local
+        self.num_stages = len(units)
+        if len(devices) == 1:
+            devices = devices * self.num_stages
+        self.devices = devices
+        self.schedule = resolve_schedule(self.options.schedule, local, method, self.options.num_micro)
+        self.order = self.schedule.order(self.num_stages, self.options.num_micro, local)
+        self.programs = self.schedule.programs(self.num_stages, self.options.num_micro, local)
+        self.recorder = Recorder() if self.options.record else None
+        emulate = self.options.emulate or {}
+        self.runners = [
+            StageRunner(u, s, self.num_stages, local, optim, devices[s], self.recorder, emulate.get(s))
+            for s, u in enumerate(units)
+        ]
+        self.sink = MetricSink()
+        self._batch = 0
+
+    def current_lr(self) -> float:
+        return float(self.runners[0].optimizer.param_groups[0]["lr"])
+
+    def train(self, mode: bool = True) -> None:
+        self.flush()
+        for r in self.runners:
+            r.unit.train(mode)
+
+    def unit_states(self) -> list[dict]:
+        self.flush()
+        return [r.unit.state_dict() for r in self.runners]
+
+    def load_unit_states(self, states: list[dict]) -> None:
+        self.flush()
+        for r, s in zip(self.runners, states, strict=True):
+            r.unit.load_state_dict(s)
+
+    def state_dict(self) -> dict:
+        self.flush()
+        return {"runners": [r.state_dict() for r in self.runners], "batch": self._batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.flush()
+        for r, s in zip(self.runners, state["runners"], strict=True):
+            r.load_state_dict(s)
+        self._batch = state["batch"]
+
+    def _infer(self, x) -> torch.Tensor:
+        for r in self.runners:
+            x = r.infer(x)
+        return x
+
+    def evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
+        self.flush()
+        correct, total = None, 0
+        for x, y in batches:
+            logits = self._infer(x)
+            hit = (logits.argmax(1) == y.to(logits.device)).sum()
+            correct = hit if correct is None else correct + hit.to(correct.device)
+            total += int(y.shape[0])
+        return (int(correct) if correct is not None else 0), total
+
+
+@EXECUTORS.register("sequential", help="one op at a time in the schedule's serial order (parity reference)")
+class SequentialExecutor(RunnerExecutor):
+    """Runs the global serial order of the schedule, one op at a time, in the calling thread."""
 
     name = "sequential"
 
-    def __init__(self, units: nn.ModuleList, local: bool, optim: OptimConfig, devices: list[torch.device]):
-        super().__init__(units, local, optim, devices)
-        self.device = devices[0]
-        self.units.to(self.device)
-        pairs = [build_stage_optimizer(u, optim) for u in units]
-        self.optimizers = [p[0] for p in pairs]
-        self.schedulers = [p[1] for p in pairs]
-
-    def train_step(self, x, y):
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        metrics: dict[str, torch.Tensor] = {}
-        if self.local:
-            for i, unit in enumerate(self.units):
-                out = unit(x.detach())
-                loss, terms = unit.loss(out, y)
-                self.optimizers[i].zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizers[i].step()
-                self.schedulers[i].step()
-                for k, v in terms.items():
-                    metrics[f"stage{i}/{k}"] = v.detach()
-                x = out
-            return metrics
-        total = None
-        for i, unit in enumerate(self.units):
-            x = unit(x)
-            loss, terms = unit.loss(x, y)
-            for k, v in terms.items():
-                metrics[f"stage{i}/{k}"] = v.detach()
-            if loss is not None:
-                total = loss if total is None else total + loss
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        total.backward()
-        for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
-            opt.step()
-            sched.step()
-        return metrics
-
-    @torch.no_grad()
-    def predict(self, x):
-        x = x.to(self.device, non_blocking=True)
-        for unit in self.units:
-            x = unit(x)
-        return self.units[-1].predict(x)
-
-    def state_dict(self) -> dict:
-        return {
-            "units": self.units.state_dict(),
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "schedulers": [s.state_dict() for s in self.schedulers],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.units.load_state_dict(state["units"])
-        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
-            o.load_state_dict(s)
-        for o, s in zip(self.schedulers, state["schedulers"], strict=True):
-            o.load_state_dict(s)
+    def submit(self, x, y):
+        batch = self._batch
+        self._batch += 1
+        micro = split_micro(x, y, self.options.num_micro)
+        ch = MailboxChannel()
+        for s, r in enumerate(self.runners):
+            r.begin(batch, micro if s == 0 else None, int(y.shape[0]), len(micro))
+        for s, op in self.order:
+            self.runners[s].run(op, ch)
+        for r in self.runners:
+            self.sink.add(r.metrics())

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job: set up, fetch Fashion-MNIST, train SCPL (VGG, 4 stages) and print test accuracy
+# and throughput. Extra arguments are passed to `scpl train`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+FMNIST=/usr/share/datasets/fashion-mnist
+if [ ! -e "$FMNIST/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  # Debian ships Fashion-MNIST; elsewhere scpl downloads it (with checksums) into its cache.
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || true
+fi
+.venv/bin/scpl train default "$@"

@@ -1,0 +1,250 @@
+"""StageRunner: executes one stage's program (see schedules.py) on its device.
+
+The runner is the only code that touches a stage's parameters during training, whichever
+executor drives it: the sequential executor calls it op by op in the global serial order, the
+local executor runs one runner per worker thread, the dist executor one per process. That is
+what makes parity between executors hold by construction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from scpl.parallel.base import OptimConfig, build_stage_optimizer
+from scpl.parallel.schedules import Op
+
+
+@dataclass
+class Event:
+    """One recorded operation: which stage did what on which batch, and when (seconds)."""
+
+    stage: int
+    kind: str
+    batch: int
+    mb: int
+    start: float
+    end: float
+    device: str = ""
+
+
+class Recorder:
+    """Thread-safe event log shared by all stages of a run (a timeline)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.t0 = clock()
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def add(self, ev: Event) -> None:
+        with self._lock:
+            self.events.append(ev)
+
+
+class Channel:
+    """How a stage exchanges activations and gradients with its neighbours."""
+
+    def recv_act(self, stage: int, batch: int, mb: int) -> tuple[object, torch.Tensor]:
+        raise NotImplementedError
+
+    def send_act(self, stage: int, batch: int, mb: int, act, y: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def recv_grad(self, stage: int, batch: int, mb: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def send_grad(self, stage: int, batch: int, mb: int, grad: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+def detach_act(act):
+    """Detach an activation (a tensor, or a tuple whose first element is the tensor)."""
+    if isinstance(act, tuple):
+        return (act[0].detach(),) + tuple(act[1:])
+    return act.detach()
+
+
+def act_tensor(act) -> torch.Tensor:
+    return act[0] if isinstance(act, tuple) else act
+
+
+def act_to(act, device: torch.device):
+    if isinstance(act, tuple):
+        return tuple(a.to(device, non_blocking=True) if torch.is_tensor(a) else a for a in act)
+    return act.to(device, non_blocking=True)
+
+
+@dataclass
+class _MicroBatch:
+    x: object = None  # stage input (detached; requires grad under BP for stages > 0)
+    y: torch.Tensor | None = None
+    out: object = None
+    loss: torch.Tensor | None = None
+    grad_out: torch.Tensor | None = None
+    terms: dict = field(default_factory=dict)
+
+
+class StageRunner:
+    """Holds one stage unit with its optimizer and LR scheduler; runs ops on one mini-batch."""
+
+    def __init__(
+        self,
+        unit: nn.Module,
+        stage: int,
+        num_stages: int,
+        local: bool,
+        optim: OptimConfig,
+        device: torch.device,
+        recorder: Recorder | None = None,
+        emulate: dict[str, float] | None = None,
+    ) -> None:
+        self.unit = unit.to(device)
+        self.stage = stage
+        self.num_stages = num_stages
+        self.is_last = stage == num_stages - 1
+        self.local = local
+        self.device = device
+        self.optimizer, self.scheduler = build_stage_optimizer(self.unit, optim)
+        self.recorder = recorder
+        # Emulated device time per op kind (seconds): the op holds its device this long after its
+        # real work, releasing the GIL as a GPU kernel would (see `scpl bench --emulate`).
+        self.emulate = emulate or {}
+        self._mbs: dict[int, _MicroBatch] = {}
+        self._batch = -1
+        self._batch_size = 0
+        self._num_micro = 1
+
+    # -- one mini-batch -------------------------------------------------------------------
+    def begin(self, batch: int, micro_inputs: list | None, batch_size: int, num_micro: int = 1) -> None:
+        """Start a mini-batch; stage 0 is handed its micro-batches [(x, y), ...] here."""
+        self._batch = batch
+        self._batch_size = batch_size
+        self._num_micro = num_micro
+        self._mbs = {}
+        if micro_inputs is not None:
+            for mb, (x, y) in enumerate(micro_inputs):
+                self._mbs[mb] = _MicroBatch(x=self._input(x), y=y)
+
+    def _input(self, x):
+        x = detach_act(act_to(x, self.device))
+        if not self.local and self.stage > 0:
+            act_tensor(x).requires_grad_(True)
+        return x
+
+    def run(self, op: Op, channel: Channel) -> None:
+        """Execute one op (timed and recorded when a recorder is attached)."""
+        rec = self.recorder
+        t0 = rec.clock() if rec else 0.0
+        getattr(self, "_op_" + op.kind)(op.mb, channel)
+        wait = self.emulate.get(op.kind, 0.0)
+        if wait:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            time.sleep(wait)  # releases the GIL, like a running kernel
+        if rec:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            rec.add(Event(self.stage, op.kind, self._batch, op.mb, t0 - rec.t0, rec.clock() - rec.t0, str(self.device)))
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Loss terms of the finished mini-batch, averaged over micro-batches (detached)."""
+        out: dict[str, torch.Tensor] = {}
+        n = len(self._mbs)
+        for mb in self._mbs.values():
+            for k, v in mb.terms.items():
+                key = f"stage{self.stage}/{k}"
+                out[key] = out[key] + v if key in out else v
+        if n > 1:
+            out = {k: v / n for k, v in out.items()}
+        return out
+
+    # -- ops ----------------------------------------------------------------------------
+    def _op_recv_act(self, mb: int, ch: Channel) -> None:
+        x, y = ch.recv_act(self.stage, self._batch, mb)
+        self._mbs[mb] = _MicroBatch(x=self._input(x), y=y.to(self.device, non_blocking=True))
+
+    def _op_F(self, mb: int, ch: Channel) -> None:
+        m = self._mbs[mb]
+        m.out = self.unit(m.x)
+
+    def _op_send_act(self, mb: int, ch: Channel) -> None:
+        m = self._mbs[mb]
+        ch.send_act(self.stage, self._batch, mb, detach_act(m.out), m.y)
+
+    def _op_L(self, mb: int, ch: Channel) -> None:
+        m = self._mbs[mb]
+        loss, terms = self.unit.loss(m.out, m.y)
+        m.terms = {k: v.detach() for k, v in terms.items()}
+        if loss is not None and self._num_micro > 1:
+            # Micro-batch losses are weighted by their share of the mini-batch, so their
+            # accumulated gradients equal the gradient of the mini-batch mean.
+            loss = loss * (act_tensor(m.x).shape[0] / self._batch_size)
+        m.loss = loss
+
+    def _op_B(self, mb: int, ch: Channel) -> None:
+        m = self._mbs[mb]
+        if self.local or self.is_last:
+            m.loss.backward()
+        else:
+            torch.autograd.backward(act_tensor(m.out), m.grad_out)
+        m.out = None  # free the graph's outputs early
+        m.loss = None
+
+    def _op_recv_grad(self, mb: int, ch: Channel) -> None:
+        self._mbs[mb].grad_out = ch.recv_grad(self.stage, self._batch, mb).to(self.device, non_blocking=True)
+
+    def _op_send_grad(self, mb: int, ch: Channel) -> None:
+        m = self._mbs[mb]
+        ch.send_grad(self.stage, self._batch, mb, act_tensor(m.x).grad)
+        m.grad_out = None
+
+    def _op_U(self, mb: int, ch: Channel) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # -- inference ----------------------------------------------------------------------
+    @torch.no_grad()
+    def infer(self, x):
+        """Inference forward of this stage (the last stage returns class logits)."""
+        out = self.unit(act_to(x, self.device))
+        return self.unit.predict(out) if self.is_last else out
+
+    def state_dict(self) -> dict:
+        return {
+            "unit": self.unit.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.unit.load_state_dict(state["unit"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def split_micro(x, y: torch.Tensor, num_micro: int) -> list[tuple[object, torch.Tensor]]:
+    """Split a mini-batch into ``num_micro`` micro-batches along the batch dim."""
+    if num_micro == 1:
+        return [(x, y)]
+    n = y.shape[0]
+    if n % num_micro:
+        from scpl.errors import ConfigError
+
+        raise ConfigError(
+            f"--micro-batches {num_micro} does not divide the batch of {n} inputs; "
+            "choose a divisor of the batch size"
+        )
+    ys = y.chunk(num_micro)
+    if isinstance(x, tuple):
+        parts = [t.chunk(num_micro) if torch.is_tensor(t) and t.shape[:1] == (n,) else [t] * num_micro for t in x]
+        xs = [tuple(p[i] for p in parts) for i in range(num_micro)]
+    else:
+        xs = list(x.chunk(num_micro))
+    return list(zip(xs, ys, strict=True))

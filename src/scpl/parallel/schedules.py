@@ -1,0 +1,159 @@
+"""Schedules: which operations each stage runs, in which order, for one mini-batch.
+
+A schedule is pure description. For K stages and m micro-batches it yields a *global serial
+order* of (stage, op) pairs -- a valid one-op-at-a-time execution, which the sequential executor
+runs and the simulator replays -- and each stage's *program* is that order filtered to the stage.
+Pipelined executors run the K programs concurrently, each stage looping over mini-batches with
+no barrier between them; data dependencies (activations forward, gradients backward) are the only
+synchronisation. Because a stage only changes its own parameters, concurrent execution computes
+exactly what the serial order computes.
+
+Ops:
+  recv_act / send_act   receive the (activation, labels) of a micro-batch / pass it on
+  F                     stage forward on a micro-batch
+  L                     local loss (local methods) or the final loss (BP, last stage)
+  B                     backward (local loss, or the gradient received from the next stage)
+  recv_grad / send_grad gradient w.r.t. the stage input (BP only)
+  U                     optimizer + LR-scheduler step, then zero the gradients
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scpl.errors import ConfigError
+from scpl.registry import Registry
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of one stage on one micro-batch (``mb`` is -1 for U)."""
+
+    kind: str
+    mb: int = -1
+
+    def __str__(self) -> str:
+        return self.kind if self.mb < 0 else f"{self.kind}{self.mb}"
+
+
+OP_KINDS = ("recv_act", "F", "send_act", "L", "B", "recv_grad", "send_grad", "U")
+Step = tuple[int, Op]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A registered schedule: its serial order generator and its properties."""
+
+    name: str
+    local: bool | None  # True: local-loss methods only; False: BP only; None: either
+    concurrent: bool  # False: one op at a time (the reference); True: stages run at once
+    micro_batches: bool  # whether m > 1 is meaningful
+
+    def order(self, num_stages: int, num_micro: int, local: bool) -> list[Step]:
+        """Global serial order of (stage, op) for one mini-batch."""
+        return ORDERS[self.name](num_stages, num_micro, local)
+
+    def programs(self, num_stages: int, num_micro: int, local: bool) -> list[list[Op]]:
+        """Each stage's op list for one mini-batch (the serial order filtered by stage)."""
+        progs: list[list[Op]] = [[] for _ in range(num_stages)]
+        for stage, op in self.order(num_stages, num_micro, local):
+            progs[stage].append(op)
+        return progs
+
+
+SCHEDULES: Registry[Schedule] = Registry("schedule")
+
+
+def _local_order(K: int, m: int, forward_first: bool) -> list[Step]:
+    """Local losses: each stage finishes (F, L, B, U) before the next stage needs nothing more
+    than its activations. ``forward_first`` runs all micro-batch forwards (sending each at once)
+    before the losses/backwards, as SCPL+GPipe does, so the next stage starts sooner."""
+    order: list[Step] = []
+    for s in range(K):
+        ops: list[Op] = []
+        for mb in range(m):
+            if s > 0:
+                ops.append(Op("recv_act", mb))
+            ops.append(Op("F", mb))
+            if s < K - 1:
+                ops.append(Op("send_act", mb))
+            if not forward_first:
+                ops += [Op("L", mb), Op("B", mb)]
+        if forward_first:
+            for mb in range(m):
+                ops += [Op("L", mb), Op("B", mb)]
+        ops.append(Op("U"))
+        order += [(s, op) for op in ops]
+    return order
+
+
+def _bp_order(K: int, m: int, reverse_backward: bool) -> list[Step]:
+    """BP: forward every micro-batch through all stages, backward in reverse stage order
+    (micro-batches in reverse for GPipe), then every stage updates once."""
+    order: list[Step] = []
+    for mb in range(m):
+        for s in range(K):
+            if s > 0:
+                order.append((s, Op("recv_act", mb)))
+            order.append((s, Op("F", mb)))
+            if s < K - 1:
+                order.append((s, Op("send_act", mb)))
+            else:
+                order.append((s, Op("L", mb)))
+    mbs = range(m - 1, -1, -1) if reverse_backward else range(m)
+    for mb in mbs:
+        for s in range(K - 1, -1, -1):
+            if s < K - 1:
+                order.append((s, Op("recv_grad", mb)))
+            order.append((s, Op("B", mb)))
+            if s > 0:
+                order.append((s, Op("send_grad", mb)))
+    # Stages update as soon as their last backward is done (stage K-1 first).
+    for s in range(K - 1, -1, -1):
+        order.append((s, Op("U")))
+    return order
+
+
+def _sequential(K: int, m: int, local: bool) -> list[Step]:
+    return _local_order(K, m, forward_first=False) if local else _bp_order(K, m, False)
+
+
+ORDERS = {
+    "sequential": _sequential,
+    "scpl": lambda K, m, local: _local_order(K, m, forward_first=False),
+    "scpl-gpipe": lambda K, m, local: _local_order(K, m, forward_first=True),
+    "nmp": lambda K, m, local: _bp_order(K, m, False),
+    "gpipe": lambda K, m, local: _bp_order(K, m, True),
+}
+
+for _s, _help in (
+    (Schedule("sequential", None, False, True), "one op at a time, batch by batch, stage by stage (parity reference)"),
+    (Schedule("scpl", True, True, False), "local losses; each stage updates after its backward and takes the next batch"),
+    (Schedule("scpl-gpipe", True, True, True), "SCPL with m micro-batches per stage (paper A.5)"),
+    (Schedule("nmp", False, True, False), "BP split across devices (naive model parallelism)"),
+    (Schedule("gpipe", False, True, True), "BP with m micro-batches and a flush per mini-batch"),
+):
+    SCHEDULES.register(_s.name, help=_help)(_s)
+
+
+def resolve_schedule(name: str, local: bool, method: str, num_micro: int) -> Schedule:
+    """Look up a schedule and check it fits the method and the micro-batch count."""
+    sched = SCHEDULES.get(name)
+    if sched.local is True and not local:
+        raise ConfigError(
+            f"schedule {name!r} needs a local-loss method, but {method!r} backpropagates end to "
+            "end; use --schedule nmp or gpipe for BP"
+        )
+    if sched.local is False and local:
+        raise ConfigError(
+            f"schedule {name!r} is for end-to-end BP, but {method!r} has local losses; "
+            "use --schedule scpl or scpl-gpipe"
+        )
+    if num_micro < 1:
+        raise ConfigError(f"--micro-batches {num_micro} must be >= 1")
+    if num_micro > 1 and not sched.micro_batches:
+        raise ConfigError(
+            f"schedule {name!r} has no micro-batches; use --schedule "
+            f"{'scpl-gpipe' if local else 'gpipe'} or --micro-batches 1"
+        )
+    return sched
