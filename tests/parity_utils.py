@@ -52,3 +52,35 @@ def assert_states_equal(a, b, exact=True, rtol=1e-5, atol=1e-7):
                 assert torch.equal(sa[k], sb[k]), f"{k} differs (max abs {float((sa[k].float() - sb[k].float()).abs().max())})"
             else:
                 torch.testing.assert_close(sa[k], sb[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def _dist_worker(rank, world, port, kwargs, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        states, metrics, acc, ex = run_executor("dist", **kwargs)
+        events = [vars(e) for e in ex.recorder.events] if ex.recorder else []
+        torch.save({"state": states[0], "metrics": metrics, "acc": acc, "events": events}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_dist(world, out_dir, **kwargs):
+    """Run ``run_executor('dist', **kwargs)`` on ``world`` gloo processes; return per-rank results."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_dist_worker, args=(world, free_port(), kwargs, str(out_dir)), nprocs=world, join=True)
+    return [torch.load(f"{out_dir}/rank{r}.pt") for r in range(world)]

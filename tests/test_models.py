@@ -14,6 +14,15 @@ WIDTH = 0.125
 UNITS = {"vgg": 6, "resnet18": 8}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-wait stalls on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -45,7 +54,9 @@ def test_stage_shapes_and_forward(name, shape):
 
 
 @pytest.mark.parametrize(
-    "name,k", [("vgg", k) for k in range(1, 7)] + [("resnet18", k) for k in range(1, 9)]
+    "name,k",
+    [("vgg", k) for k in range(1, 7)]
+    + [("resnet18", k) for k in range(1, 9)]
     + [("convnet", k) for k in range(1, 7)],
 )
 def test_k_variants(name, k):
@@ -81,9 +92,13 @@ def test_resnet18_default_partition():
 
 @pytest.mark.parametrize(
     "name,k,valid",
-    [("vgg", 7, "between 1 and 6"), ("resnet18", 9, "between 1 and 8"),
-     ("vgg", 0, "between 1 and 6"), ("resnet18", 0, "between 1 and 8"),
-     ("convnet", 0, "1")],
+    [
+        ("vgg", 7, "between 1 and 6"),
+        ("resnet18", 9, "between 1 and 8"),
+        ("vgg", 0, "between 1 and 6"),
+        ("resnet18", 0, "between 1 and 8"),
+        ("convnet", 0, "1 or more"),
+    ],
 )
 def test_k_that_does_not_fit(name, k, valid):
     with pytest.raises(ConfigError) as err:
@@ -95,12 +110,25 @@ def test_k_that_does_not_fit(name, k, valid):
 
 @pytest.mark.parametrize(
     "name,partition",
-    [("vgg", [2, 2, 2, 1]), ("vgg", [3, 3, 1, -1]), ("vgg", [0, 2, 2, 2]), ("vgg", []),
-     ("resnet18", [1, 1, 1, 1]), ("convnet", [2, 1, 1, 1])],
+    [
+        ("vgg", [2, 2, 2, 1]),
+        ("vgg", [3, 3, 1, -1]),
+        ("vgg", [0, 2, 2, 2]),
+        ("vgg", []),
+        ("resnet18", [1, 1, 1, 1]),
+        ("convnet", [2, 1, 1, 1]),
+    ],
 )
 def test_bad_partition(name, partition):
     with pytest.raises(ConfigError, match="partition"):
         build_model(name, (1, 8, 8), num_classes=10, num_stages=4, width=WIDTH, partition=partition)
+
+
+@pytest.mark.parametrize("partition", [[3, 3], [1, 1, 1, 1, 2]])
+def test_partition_length_must_match_k(partition):
+    with pytest.raises(ConfigError) as err:
+        build_model("vgg", (1, 8, 8), 10, num_stages=4, width=WIDTH, partition=partition)
+    assert "--stages" in str(err.value) and str(len(partition)) in str(err.value)
 
 
 def test_custom_partition():

@@ -86,3 +86,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def init_distributed(device: torch.device, timeout_s: float = 300.0) -> DistEnv:
+    """Join the torchrun process group (gloo on CPU, NCCL on CUDA) if launched by torchrun.
+
+    The timeout bounds every collective and point-to-point wait, so a dead peer turns into an
+    error instead of a hang.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    env = dist_env()
+    if not env.is_distributed or dist.is_initialized():
+        return env
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return env
+
+
+def shutdown_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -66,6 +66,7 @@ class StageUnit(nn.Module):
         self.aux = nn.ModuleDict()
         self.detach_input = detach_input
         self.feature_dim = model.feature_dim(index)
+        self.out_shape = tuple(model.stage_shapes[index])  # per-sample output shape of the stage
         # Models know how to pool their own outputs (flatten for images, masked mean for text).
         self._features = model.features
 

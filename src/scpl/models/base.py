@@ -144,6 +144,12 @@ def build_model(
     """Build a registered model split into ``num_stages`` stages."""
     if width <= 0:
         raise ConfigError(f"--width {width} must be positive, e.g. --width 0.25")
+    if partition is not None and len(partition) != num_stages:
+        # Otherwise the model silently gets len(partition) stages while the run records K.
+        raise ConfigError(
+            f"--partition {','.join(map(str, partition))} has {len(partition)} stages but --stages "
+            f"is {num_stages}; give {num_stages} counts or pass --stages {len(partition)}"
+        )
     builder = MODELS.get(name)
     return builder(
         input_shape=tuple(input_shape),

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from scpl.errors import ConfigError
 from scpl.models.base import (
     StagedModel,
     check_num_stages,
@@ -153,6 +154,9 @@ def convnet(
     """Plain conv stack: layer i has 128*2^i channels (capped at 512), each followed by a 2x2
     max-pool (keeps the flattened head/classifier input small; ``pool=False`` is Algorithm 2).
     By default one layer per stage, so any K >= 1 fits."""
+    if num_layers is None and num_stages < 1:
+        # One layer per stage: any K >= 1 fits (check_num_stages would say "between 1 and 0").
+        raise ConfigError(f"--stages {num_stages} does not fit convnet; choose --stages 1 or more")
     num_layers = num_layers or num_stages
     check_num_stages(num_stages, num_layers, "convnet")
     units: list[nn.Module] = []

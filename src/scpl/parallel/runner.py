@@ -182,9 +182,9 @@ class StageRunner:
         loss, terms = self.unit.loss(m.out, m.y)
         m.terms = {k: v.detach() for k, v in terms.items()}
         if loss is not None and self._num_micro > 1:
-            # Micro-batch losses are weighted by their share of the mini-batch, so their
-            # accumulated gradients equal the gradient of the mini-batch mean.
-            loss = loss * (act_tensor(m.x).shape[0] / self._batch_size)
+            # Equal micro-batches (split_micro checks divisibility): weighting each loss by 1/m
+            # makes the accumulated gradient that of the mini-batch mean.
+            loss = loss * (1.0 / self._num_micro)
         m.loss = loss
 
     def _op_B(self, mb: int, ch: Channel) -> None:

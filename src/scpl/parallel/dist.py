@@ -1,0 +1,264 @@
+"""The ``dist`` executor: one process per stage over torch.distributed (gloo on CPU, NCCL on GPU).
+
+Started by ``torchrun --nproc-per-node K`` (or ``scpl train --executor dist --nproc K``, which
+re-launches itself under torchrun), so multi-host runs work unchanged. Rank r builds the
+model from the shared seed (so initial weights equal the single-process reference), keeps only
+stage r and frees the rest. Activations and labels move forward, gradients backward, by
+point-to-point isend/irecv; the receive of the next message header is posted as soon as the
+current one arrives (double buffering), and at most ``queue_depth`` sends per link are in flight.
+
+Non-concurrent schedules (``sequential``) are serialised with a token passed between ranks at
+every change of owner in the schedule's global order, so the dist reference runs one op at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+
+from scpl.errors import ConfigError
+from scpl.parallel.base import EXECUTORS, Executor, ExecutorOptions, MetricSink, OptimConfig
+from scpl.parallel.runner import Channel, Recorder, StageRunner, act_tensor, split_micro
+from scpl.parallel.schedules import Op, resolve_schedule
+
+TAG_HEADER, TAG_ACT, TAG_LABEL, TAG_GRAD, TAG_TOKEN = 1, 2, 3, 4, 5
+KIND_TRAIN, KIND_EVAL, KIND_STOP = 0, 1, 2
+HEADER_LEN = 4  # [kind, batch, micro-batch, batch size]
+
+
+class DistChannel(Channel):
+    """Point-to-point messages between neighbouring ranks (rank == stage)."""
+
+    def __init__(self, rank: int, world: int, device: torch.device, sample_shapes, act_dtype, depth: int):
+        self.rank, self.world, self.device = rank, world, device
+        self.sample_shapes = sample_shapes  # per-sample output shape of every stage
+        self.act_dtype = act_dtype
+        self.depth = max(1, depth)
+        self.pending: deque = deque()  # (work, tensors kept alive until the send completes)
+        self._next_header = None  # (work, tensor): the posted receive of the next header
+        self.last_kind = KIND_TRAIN
+
+    # -- sending --------------------------------------------------------------------------
+    def _isend(self, tensor: torch.Tensor, dst: int, tag: int) -> None:
+        tensor = tensor.contiguous()
+        self.pending.append((dist.isend(tensor, dst, tag=tag), tensor))
+        while len(self.pending) > 3 * self.depth:  # 3 messages per activation: bound the link
+            self.pending.popleft()[0].wait()
+
+    def wait_sends(self) -> None:
+        while self.pending:
+            self.pending.popleft()[0].wait()
+
+    def send_header(self, kind: int, batch: int, mb: int, n: int) -> None:
+        h = torch.tensor([kind, batch, mb, n], dtype=torch.int64, device=self._comm_device)
+        self._isend(h, self.rank + 1, TAG_HEADER)
+
+    def send_act(self, stage, batch, mb, act, y, kind=KIND_TRAIN):
+        t = act_tensor(act)
+        self.send_header(kind, batch, mb, int(t.shape[0]))
+        self._isend(t.to(self.act_dtype), self.rank + 1, TAG_ACT)
+        self._isend(y.to(self._comm_device, torch.int64), self.rank + 1, TAG_LABEL)
+
+    def send_grad(self, stage, batch, mb, grad):
+        self._isend(grad, self.rank - 1, TAG_GRAD)
+
+    # -- receiving ------------------------------------------------------------------------
+    @property
+    def _comm_device(self) -> torch.device:
+        # NCCL moves CUDA tensors only; gloo moves CPU tensors.
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def post_header_recv(self) -> None:
+        h = torch.empty(HEADER_LEN, dtype=torch.int64, device=self._comm_device)
+        self._next_header = (dist.irecv(h, self.rank - 1, tag=TAG_HEADER), h)
+
+    def recv_header(self) -> tuple[int, int, int, int]:
+        if self._next_header is None:
+            self.post_header_recv()
+        work, h = self._next_header
+        work.wait()
+        self._next_header = None
+        kind, batch, mb, n = (int(v) for v in h.tolist())
+        return kind, batch, mb, n
+
+    def recv_act(self, stage, batch, mb):
+        kind, b, m, n = self.recv_header()
+        self.last_kind = kind
+        if kind == KIND_STOP:
+            raise EOFError
+        x = torch.empty((n, *self.sample_shapes[stage - 1]), dtype=self.act_dtype, device=self._comm_device)
+        y = torch.empty(n, dtype=torch.int64, device=self._comm_device)
+        wx = dist.irecv(x, self.rank - 1, tag=TAG_ACT)
+        wy = dist.irecv(y, self.rank - 1, tag=TAG_LABEL)
+        self.post_header_recv()  # double buffering: the next header can land while we compute
+        wx.wait()
+        wy.wait()
+        if kind == KIND_TRAIN:
+            assert (b, m) == (batch, mb), f"rank {self.rank} expected batch {batch}.{mb}, got {b}.{m}"
+        return x, y
+
+    def recv_grad(self, stage, batch, mb):
+        g = torch.empty(self.grad_shape(mb), dtype=self.act_dtype, device=self._comm_device)
+        dist.recv(g, self.rank + 1, tag=TAG_GRAD)
+        return g
+
+    def token_send(self, dst: int) -> None:
+        self._isend(torch.zeros(1, device=self._comm_device), dst, TAG_TOKEN)
+
+    def token_recv(self, src: int) -> None:
+        dist.recv(torch.zeros(1, device=self._comm_device), src, tag=TAG_TOKEN)
+
+
+def serialised_programs(order: list[tuple[int, Op]], num_stages: int) -> list[list[Op]]:
+    """Per-rank programs for a non-concurrent schedule: insert a token hand-off wherever the
+    owner of the next op changes, plus one from the batch's last owner back to its first."""
+    progs: list[list[Op]] = [[] for _ in range(num_stages)]
+    first, last = order[0][0], order[-1][0]
+    if first != last:
+        progs[first].append(Op("token_recv_batch", last))  # skipped for the first batch
+    prev = first
+    for stage, op in order:
+        if stage != prev:
+            progs[prev].append(Op("token_send", stage))
+            progs[stage].append(Op("token_recv", prev))
+            prev = stage
+        progs[stage].append(op)
+    if first != last:
+        progs[last].append(Op("token_send", first))
+    return progs
+
+
+@EXECUTORS.register("dist", help="a process per stage over torch.distributed (torchrun)")
+class DistExecutor(Executor):
+    """Runs this rank's stage; the same training loop runs on every rank."""
+
+    name = "dist"
+
+    def __init__(self, units, local: bool, optim: OptimConfig, devices: list[torch.device],
+                 options: ExecutorOptions | None = None, method: str = "") -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise ConfigError(
+                "--executor dist needs torch.distributed: launch with torchrun --nproc-per-node K, "
+                "or pass --nproc K to `scpl train`"
+            )
+        self.options = options or ExecutorOptions()
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        K = len(units)
+        if self.world != K:
+            raise ConfigError(
+                f"--executor dist runs one process per stage: {K} stages but {self.world} processes; "
+                f"launch with --nproc-per-node {K} (or --stages {self.world})"
+            )
+        self.local = local
+        self.num_stages = K
+        self.device = devices[self.rank] if len(devices) > 1 else devices[0]
+        schedule = resolve_schedule(self.options.schedule, local, method, self.options.num_micro)
+        order = schedule.order(K, self.options.num_micro, local)
+        if schedule.concurrent:
+            self.program = schedule.programs(K, self.options.num_micro, local)[self.rank]
+        else:
+            self.program = serialised_programs(order, K)[self.rank]
+        self.recorder = Recorder(clock=time.time) if self.options.record else None
+        if self.recorder:
+            self.recorder.t0 = 0.0  # absolute wall-clock times: comparable across processes
+        emulate = (self.options.emulate or {}).get(self.rank)
+        unit = units[self.rank]
+        sample_shapes = [u.out_shape for u in units]
+        dtype = next(unit.parameters()).dtype
+        # Keep only this rank's stage: drop references to the others so their memory is freed.
+        for i in range(K):
+            if i != self.rank:
+                units[i] = torch.nn.Identity()
+        self.runner = StageRunner(unit, self.rank, K, local, optim, self.device, self.recorder, emulate)
+        self.channel = DistChannel(self.rank, K, self.device, sample_shapes, dtype, self.options.queue_depth)
+        # The gradient w.r.t. our output has the output's shape (known once F has run).
+        self.channel.grad_shape = lambda mb: tuple(act_tensor(self.runner._mbs[mb].out).shape)
+        self._serialised = not schedule.concurrent
+        self._first_owner = order[0][0]
+        self._last_owner = order[-1][0]
+        self.sink = MetricSink()
+        self._batch = 0
+
+    @property
+    def needs_input(self) -> bool:
+        return self.rank == 0
+
+    def _run_program(self) -> None:
+        ch = self.channel
+        for op in self.program:
+            if op.kind == "token_send":
+                ch.token_send(op.mb)
+            elif op.kind == "token_recv" or (op.kind == "token_recv_batch" and self._batch > 0):
+                ch.token_recv(op.mb)
+            elif op.kind != "token_recv_batch":
+                self.runner.run(op, ch)
+
+    def submit(self, x, y) -> None:
+        micro = split_micro(x, y, self.options.num_micro) if self.rank == 0 else None
+        size = int(y.shape[0]) if y is not None else 0
+        self.runner.begin(self._batch, micro, size, self.options.num_micro)
+        self._run_program()
+        self.sink.add(self.runner.metrics())
+        self._batch += 1
+
+    def flush(self) -> None:
+        self.channel.wait_sends()
+
+    def evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
+        self.flush()
+        correct = torch.zeros((), dtype=torch.int64)
+        total = 0
+        ch = self.channel
+        for i, (x, y) in enumerate(batches):
+            if self.rank > 0:
+                x, y = ch.recv_act(self.rank, -1, 0)
+            out = self.runner.infer(x)
+            if self.rank < self.num_stages - 1:
+                ch.send_act(self.rank, -1 - i, 0, out, y, kind=KIND_EVAL)
+            else:
+                correct += (out.argmax(1).cpu() == y.cpu()).sum()
+            total += int(y.shape[0])
+        self.flush()
+        result = torch.tensor([int(correct), total], dtype=torch.int64, device=ch._comm_device)
+        dist.broadcast(result, src=self.num_stages - 1)
+        return int(result[0]), int(result[1])
+
+    def current_lr(self) -> float:
+        return float(self.runner.optimizer.param_groups[0]["lr"])
+
+    def train(self, mode: bool = True) -> None:
+        self.flush()
+        self.runner.unit.train(mode)
+
+    def unit_states(self) -> list[dict]:
+        """Only this rank's stage: the list holds one state (index = rank)."""
+        self.flush()
+        return [self.runner.unit.state_dict()]
+
+    def load_unit_states(self, states: list[dict]) -> None:
+        self.runner.unit.load_state_dict(states[0])
+
+    def state_dict(self) -> dict:
+        self.flush()
+        return {"runner": self.runner.state_dict(), "batch": self._batch, "rank": self.rank}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.runner.load_state_dict(state["runner"])
+        self._batch = state["batch"]
+
+    def close(self) -> None:
+        """Tell the next rank we are done and consume what is still addressed to us, so every
+        posted receive and send completes before the process group is torn down."""
+        ch = self.channel
+        if self._serialised and self._batch > 0 and self.rank == self._first_owner != self._last_owner:
+            ch.token_recv(self._last_owner)  # the token the last batch handed back
+        if self.rank < self.num_stages - 1:
+            ch.send_header(KIND_STOP, -1, 0, 0)
+        if self.rank > 0:
+            kind = ch.recv_header()[0]
+            assert kind == KIND_STOP, f"rank {self.rank}: unconsumed message of kind {kind} at close"
+        ch.wait_sends()
