@@ -35,8 +35,9 @@ def run_executor(executor="sequential", schedule="sequential", model="convnet", 
         for x, y in make_batches(steps, batch, input_shape):
             ex.submit(x, y)
         ex.flush()
-        states = ex.unit_states()
+        states = [{k: v.clone() for k, v in st.items()} for st in ex.unit_states()]
         metrics = ex.collect()
+        ex.train(False)
         correct, total = ex.evaluate(make_batches(1, batch, input_shape, seed=7))
     finally:
         ex.close()
@@ -60,6 +61,10 @@ def _dist_worker(rank, world, port, kwargs, out_dir):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import faulthandler
+    import sys
+
+    faulthandler.dump_traceback_later(60, exit=True, file=sys.stderr)  # a hang becomes a traceback
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:

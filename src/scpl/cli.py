@@ -56,17 +56,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from scpl.common import dist_env
     from scpl.config import make_config
     from scpl.train import train
 
     cfg = make_config(args.recipe, args)
+    if cfg.executor == "dist" and cfg.nproc and not dist_env().is_distributed:
+        return launch_torchrun(cfg.nproc)
     s = train(cfg, recipe=args.recipe)
+    if dist_env().rank != 0:
+        return 0
     print(
         f"result recipe={args.recipe} model={cfg.model} method={cfg.method} dataset={cfg.dataset} "
         f"test_acc={s['test_acc']:.4f} best_epoch={s['best_epoch']} val_acc={s['best_val_acc']:.4f} "
         f"samples_per_s={s['samples_per_s']:.1f} train_s={s['train_seconds']:.1f} out={s['out_dir']}"
     )
     return 0
+
+
+def launch_torchrun(nproc: int) -> int:
+    """Re-run this command under torchrun with ``nproc`` processes on this host."""
+    import os
+    import subprocess
+
+    argv = sys.argv[1:]
+    cleaned: list[str] = []
+    skip = False
+    for a in argv:  # drop --nproc N / --nproc=N so the children do not relaunch
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "scpl.cli", *cleaned]
+    print("scpl: launching " + " ".join(cmd[1:]), file=sys.stderr)
+    return subprocess.call(cmd, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -76,7 +105,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from scpl.models import MODELS
     from scpl.parallel import EXECUTORS
 
-    for title, reg in (("models", MODELS), ("methods", METHODS), ("datasets", DATASETS), ("executors", EXECUTORS)):
+    from scpl.parallel import SCHEDULES
+
+    for title, reg in (("models", MODELS), ("methods", METHODS), ("datasets", DATASETS),
+                       ("executors", EXECUTORS), ("schedules", SCHEDULES)):
         print(f"{title}:")
         for name in reg.names():
             print(f"  {name:16s} {reg.describe(name)}")

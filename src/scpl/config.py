@@ -139,8 +139,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         model="vgg", method="scpl", dataset="fashion-mnist", width=0.25, epochs=1, batch_size=128
     ),
     "smoke": dict(
-        model="convnet", method="scpl", dataset="digits", width=0.125, epochs=2, batch_size=64,
-        max_steps=10, augment="basic", log_every=5,
+        model="convnet", method="scpl", dataset="digits", width=0.125, epochs=2, batch_size=32,
+        max_steps=15, augment="none", lr=3e-3, log_every=5,
     ),
 }
 _PAPER_VISION = dict(epochs=200, lr=1e-3, lr_min=1e-5, augment="two-view", head="mlp", width=1.0)

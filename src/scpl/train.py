@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from scpl.common import resolve_devices, seed_everything
+from scpl.common import dist_env, init_distributed, resolve_devices, seed_everything, shutdown_distributed
 from scpl.config import TrainConfig
 from scpl.data import DataBundle, Split, load_dataset
 from scpl.data.augment import Augment
@@ -33,10 +33,24 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    env = dist_env()
+    if cfg.executor == "dist":
+        if env.world_size != cfg.stages:
+            raise ConfigError(
+                f"--executor dist needs one process per stage ({cfg.stages}), found {env.world_size}; "
+                f"pass --nproc {cfg.stages} or launch with torchrun --nproc-per-node {cfg.stages}"
+            )
+        devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
+        if not cfg.devices and devices[0].type == "cuda":
+            devices = [torch.device("cuda", env.local_rank)] * cfg.stages  # one GPU per rank
+        init_distributed(devices[env.rank])
+        if env.rank != 0:
+            echo = _silent  # rank 0 reports; every rank logs its own stage's metrics
+    else:
+        devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
     out_dir = prepare_out_dir(cfg, recipe)
     seed_everything(cfg.seed)
-    devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
-    device = devices[0]  # where batches are assembled and augmented
+    device = devices[env.rank] if cfg.executor == "dist" else devices[0]  # batches are built here
 
     # Data: in memory as uint8; batches are sampled by index and augmented on the device.
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed)
@@ -72,7 +86,8 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         f"params effective={params['effective']:,} affiliated={params['affiliated']:,}"
     )
 
-    log = MetricsLog(out_dir, cfg.tensorboard)
+    needs_input = getattr(executor, "needs_input", True)  # dist: only rank 0 reads data
+    log = MetricsLog(out_dir, cfg.tensorboard, "metrics.jsonl" if env.rank == 0 else f"metrics.rank{env.rank}.jsonl")
     g = torch.Generator().manual_seed(cfg.seed)
     best = {"epoch": -1, "val_acc": -1.0, "state": None}
     train_seconds, samples_seen, step = 0.0, 0, 0
@@ -83,9 +98,11 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x, y = batch_to(data.train, idx, device)
-            x, y = augment(x, y)
-            executor.submit(x, y)  # pipelined executors return before the batch is done
+            if needs_input:
+                x, y = augment(*batch_to(data.train, idx, device))
+                executor.submit(x, y)
+            else:
+                executor.submit(None, None)  # pipelined executors return before the batch is done
             step += 1
             samples_seen += len(idx)
             if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
@@ -128,9 +145,16 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         "versions": versions(),
         "out_dir": str(out_dir),
     }
-    atomic_write_json(out_dir / "summary.json", summary)
+    if env.rank == 0:
+        atomic_write_json(out_dir / "summary.json", summary)
     log.close()
+    if cfg.executor == "dist":
+        shutdown_distributed()
     return summary
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 def batch_to(split: Split, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,14 +223,14 @@ def atomic_write_json(path: Path, obj) -> None:
 class MetricsLog:
     """JSON lines (always) and TensorBoard scalars (when installed)."""
 
-    def __init__(self, out_dir: Path, tensorboard: bool) -> None:
-        self.f = open(out_dir / "metrics.jsonl", "a")
+    def __init__(self, out_dir: Path, tensorboard: bool, name: str = "metrics.jsonl") -> None:
+        self.f = open(out_dir / name, "a")
         self.tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out_dir / "tb"))
+                self.tb = SummaryWriter(str(out_dir / "tb" / name.removesuffix(".jsonl")))
             except Exception:  # tensorboard not installed: JSONL is enough
                 self.tb = None
 

@@ -41,6 +41,7 @@ class DistChannel(Channel):
         self.pending: deque = deque()  # (work, tensors kept alive until the send completes)
         self._next_header = None  # (work, tensor): the posted receive of the next header
         self.last_kind = KIND_TRAIN
+        self.token_pending: deque = deque()
 
     # -- sending --------------------------------------------------------------------------
     def _isend(self, tensor: torch.Tensor, dst: int, tag: int) -> None:
@@ -107,7 +108,12 @@ class DistChannel(Channel):
         return g
 
     def token_send(self, dst: int) -> None:
-        self._isend(torch.zeros(1, device=self._comm_device), dst, TAG_TOKEN)
+        # Not in `pending`: the batch's closing token is only received when the next batch
+        # starts, so flush() must not wait for it (close() does).
+        t = torch.zeros(1, device=self._comm_device)
+        self.token_pending.append((dist.isend(t, dst, tag=TAG_TOKEN), t))
+        while len(self.token_pending) > 2:
+            self.token_pending.popleft()[0].wait()
 
     def token_recv(self, src: int) -> None:
         dist.recv(torch.zeros(1, device=self._comm_device), src, tag=TAG_TOKEN)
@@ -262,3 +268,5 @@ class DistExecutor(Executor):
             kind = ch.recv_header()[0]
             assert kind == KIND_STOP, f"rank {self.rank}: unconsumed message of kind {kind} at close"
         ch.wait_sends()
+        while ch.token_pending:
+            ch.token_pending.popleft()[0].wait()
