@@ -9,7 +9,16 @@ from scpl.models import build_model
 from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
 
 
-def make_units(model="convnet", method="scpl", stages=4, seed=0, input_shape=(1, 8, 8), width=0.125, head="mlp", **kw):
+def make_units(
+    model="convnet",
+    method="scpl",
+    stages=4,
+    seed=0,
+    input_shape=(1, 8, 8),
+    width=0.125,
+    head="mlp",
+    **kw,
+):
     torch.manual_seed(seed)
     m = build_model(model, input_shape, 10, stages, width, **kw)
     meth = build_method(method, MethodConfig(head=head, proj_dim=32))
@@ -19,17 +28,36 @@ def make_units(model="convnet", method="scpl", stages=4, seed=0, input_shape=(1,
 def make_batches(num_steps=3, batch=16, input_shape=(1, 8, 8), seed=123, num_classes=4):
     g = torch.Generator().manual_seed(seed)
     return [
-        (torch.randn(batch, *input_shape, generator=g), torch.randint(0, num_classes, (batch,), generator=g))
+        (
+            torch.randn(batch, *input_shape, generator=g),
+            torch.randint(0, num_classes, (batch,), generator=g),
+        )
         for _ in range(num_steps)
     ]
 
 
-def run_executor(executor="sequential", schedule="sequential", model="convnet", method="scpl", stages=4,
-                 num_micro=1, steps=3, batch=16, input_shape=(1, 8, 8), emulate=None, record=False, **kw):
+def run_executor(
+    executor="sequential",
+    schedule="sequential",
+    model="convnet",
+    method="scpl",
+    stages=4,
+    num_micro=1,
+    steps=3,
+    batch=16,
+    input_shape=(1, 8, 8),
+    emulate=None,
+    record=False,
+    **kw,
+):
     units, meth = make_units(model, method, stages, input_shape=input_shape, **kw)
     ex = EXECUTORS.get(executor)(
-        units, meth.local, OptimConfig(lr=1e-2, total_steps=10), [torch.device("cpu")],
-        ExecutorOptions(schedule=schedule, num_micro=num_micro, emulate=emulate, record=record), method,
+        units,
+        meth.local,
+        OptimConfig(lr=1e-2, total_steps=10),
+        [torch.device("cpu")],
+        ExecutorOptions(schedule=schedule, num_micro=num_micro, emulate=emulate, record=record),
+        method,
     )
     try:
         for x, y in make_batches(steps, batch, input_shape):
@@ -50,9 +78,13 @@ def assert_states_equal(a, b, exact=True, rtol=1e-5, atol=1e-7):
         assert sa.keys() == sb.keys()
         for k in sa:
             if exact:
-                assert torch.equal(sa[k], sb[k]), f"{k} differs (max abs {float((sa[k].float() - sb[k].float()).abs().max())})"
+                assert torch.equal(sa[k], sb[k]), (
+                    f"{k} differs (max abs {float((sa[k].float() - sb[k].float()).abs().max())})"
+                )
             else:
-                torch.testing.assert_close(sa[k], sb[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
+                torch.testing.assert_close(
+                    sa[k], sb[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}"
+                )
 
 
 def _dist_worker(rank, world, port, kwargs, out_dir):
@@ -70,7 +102,10 @@ def _dist_worker(rank, world, port, kwargs, out_dir):
     try:
         states, metrics, acc, ex = run_executor("dist", **kwargs)
         events = [vars(e) for e in ex.recorder.events] if ex.recorder else []
-        torch.save({"state": states[0], "metrics": metrics, "acc": acc, "events": events}, f"{out_dir}/rank{rank}.pt")
+        torch.save(
+            {"state": states[0], "metrics": metrics, "acc": acc, "events": events},
+            f"{out_dir}/rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

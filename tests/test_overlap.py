@@ -7,8 +7,8 @@ Asserts on recorded event order and intervals only, never on wall-clock duration
 from __future__ import annotations
 
 import pytest
-from parity_utils import run_dist, run_executor
 
+from parity_utils import run_dist, run_executor
 from scpl.parallel.runner import Event
 
 # Emulated seconds per op: every stage's F/L/B hold the device; the real compute is tiny.
@@ -51,7 +51,9 @@ def test_overlap_local_scpl():
 
 
 def test_no_overlap_in_sequential_reference():
-    *_, ex = run_executor("sequential", "sequential", stages=3, steps=3, emulate=EMULATE, record=True)
+    *_, ex = run_executor(
+        "sequential", "sequential", stages=3, steps=3, emulate=EMULATE, record=True
+    )
     ev = sorted(_events_of(ex), key=lambda e: e.start)
     for a, b in zip(ev, ev[1:], strict=False):
         assert a.end <= b.start + 1e-6, f"{a} overlaps {b}"
@@ -59,7 +61,9 @@ def test_no_overlap_in_sequential_reference():
 
 def test_nmp_has_no_cross_batch_overlap():
     """BP cannot pipeline mini-batches: batch t+1 starts only after stage 0 updated on batch t."""
-    *_, ex = run_executor("local", "nmp", method="bp", stages=3, steps=3, emulate=EMULATE, record=True)
+    *_, ex = run_executor(
+        "local", "nmp", method="bp", stages=3, steps=3, emulate=EMULATE, record=True
+    )
     ev = _events_of(ex)
     for t in range(2):
         u0 = max(e.end for e in ev if (e.stage, e.batch, e.kind) == (0, t, "U"))
@@ -68,15 +72,27 @@ def test_nmp_has_no_cross_batch_overlap():
 
 
 def test_overlap_dist_scpl(tmp_path):
-    results = run_dist(3, tmp_path, schedule="scpl", stages=3, steps=5, emulate=EMULATE, record=True)
+    results = run_dist(
+        3, tmp_path, schedule="scpl", stages=3, steps=5, emulate=EMULATE, record=True
+    )
     events = [Event(**e) for r in results for e in r["events"] if e["batch"] >= 0]
     _check_pipelined(events, 3, 5)
 
 
-@pytest.mark.parametrize("schedule,method,num_micro", [("scpl-gpipe", "scpl", 2), ("gpipe", "bp", 2)])
+@pytest.mark.parametrize(
+    "schedule,method,num_micro", [("scpl-gpipe", "scpl", 2), ("gpipe", "bp", 2)]
+)
 def test_micro_batches_overlap_within_a_mini_batch(schedule, method, num_micro):
-    *_, ex = run_executor("local", schedule, method=method, stages=3, steps=2, num_micro=num_micro,
-                          emulate=EMULATE, record=True)
+    *_, ex = run_executor(
+        "local",
+        schedule,
+        method=method,
+        stages=3,
+        steps=2,
+        num_micro=num_micro,
+        emulate=EMULATE,
+        record=True,
+    )
     ev = _events_of(ex)
     # Stage 0's forward of micro-batch 1 overlaps stage 1's forward of micro-batch 0.
     a = [e for e in ev if (e.stage, e.batch, e.kind, e.mb) == (0, 0, "F", 1)]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity_utils import assert_states_equal, make_batches, make_units, run_dist, run_executor
 
+from parity_utils import assert_states_equal, make_batches, make_units, run_dist, run_executor
 from scpl.errors import ConfigError
 from scpl.parallel.schedules import SCHEDULES
 
@@ -19,7 +19,9 @@ from scpl.parallel.schedules import SCHEDULES
 @pytest.mark.parametrize("stages", [2, 3, 4])
 @pytest.mark.parametrize("method", ["scpl", "early-exit"])
 def test_parity_local_scpl_equals_sequential(stages, method):
-    ref, ref_metrics, ref_acc, _ = run_executor("sequential", "sequential", method=method, stages=stages)
+    ref, ref_metrics, ref_acc, _ = run_executor(
+        "sequential", "sequential", method=method, stages=stages
+    )
     got, metrics, acc, _ = run_executor("local", "scpl", method=method, stages=stages)
     assert_states_equal(ref, got)
     assert acc == ref_acc  # evaluation runs through the executor too
@@ -86,7 +88,11 @@ def test_gpipe_with_batchnorm_differs_from_full_batch_bp():
     """Documented behaviour: BN statistics are per micro-batch, so GPipe != full-batch BP."""
     ref = _plain_bp_states(batch_norm=True)
     got, *_ = run_executor("local", "gpipe", method="bp", num_micro=4, batch_norm=True)
-    diffs = [float((a - b).abs().max()) for sa, sb in zip(ref, got) for a, b in zip(sa.values(), sb.values())]
+    diffs = [
+        float((a - b).abs().max())
+        for sa, sb in zip(ref, got, strict=False)
+        for a, b in zip(sa.values(), sb.values(), strict=False)
+    ]
     assert max(diffs) > 1e-4
 
 
@@ -131,7 +137,9 @@ def test_parity_dist_equals_sequential(tmp_path, stages, schedule, method, num_m
     ref, ref_metrics, ref_acc, _ = run_executor(
         "sequential", "sequential", method=method, stages=stages, num_micro=num_micro
     )
-    results = run_dist(stages, tmp_path, schedule=schedule, method=method, stages=stages, num_micro=num_micro)
+    results = run_dist(
+        stages, tmp_path, schedule=schedule, method=method, stages=stages, num_micro=num_micro
+    )
     got = [r["state"] for r in results]
     # gpipe reverses the micro-batch order of backward: same math, different summation order.
     assert_states_equal(ref, got, exact=schedule != "gpipe")

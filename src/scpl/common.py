@@ -45,7 +45,9 @@ def resolve_device(spec: str) -> torch.device:
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        raise ConfigError(f"--device {spec!r} is not a device name; use cpu, cuda or cuda:N") from None
+        raise ConfigError(
+            f"--device {spec!r} is not a device name; use cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = 0 if dev.index is None else dev.index
@@ -55,7 +57,9 @@ def resolve_device(spec: str) -> torch.device:
                 f"use --device cpu{' or cuda:0..cuda:' + str(n - 1) if n else ''}"
             )
         return torch.device("cuda", index)
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+    if dev.type == "mps" and not (
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    ):
         raise ConfigError("device mps is not available here; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device type {dev.type!r} is not supported; use cpu or cuda:N")
@@ -66,7 +70,11 @@ def resolve_devices(spec: str, count: int, default: str = "auto") -> list[torch.
     """A comma-separated device list (one per stage); a single entry is repeated ``count`` times.
     An empty ``spec`` uses ``default``; 'auto' puts one GPU per stage when there are enough."""
     if not spec.strip():
-        if default == "auto" and torch.cuda.is_available() and torch.cuda.device_count() >= count > 1:
+        if (
+            default == "auto"
+            and torch.cuda.is_available()
+            and torch.cuda.device_count() >= count > 1
+        ):
             return [torch.device("cuda", i) for i in range(count)]
         return [resolve_device(default)] * count
     parts = [p for p in spec.split(",") if p.strip()]

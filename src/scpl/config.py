@@ -102,7 +102,9 @@ class TrainConfig:
         """Raise ConfigError for values that cannot work, saying how to fix them."""
         for name in ("epochs", "batch_size", "eval_batch_size", "stages"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})"
+                )
         if self.method == "scpl" and self.batch_size < 2:
             raise ConfigError(
                 f"--batch-size {self.batch_size} is too small for a contrastive loss: "
@@ -139,8 +141,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         model="vgg", method="scpl", dataset="fashion-mnist", width=0.25, epochs=1, batch_size=128
     ),
     "smoke": dict(
-        model="convnet", method="scpl", dataset="digits", width=0.125, epochs=2, batch_size=32,
-        max_steps=15, augment="none", lr=3e-3, log_every=5,
+        model="convnet",
+        method="scpl",
+        dataset="digits",
+        width=0.125,
+        epochs=2,
+        batch_size=32,
+        max_steps=15,
+        augment="none",
+        lr=3e-3,
+        log_every=5,
     ),
 }
 _PAPER_VISION = dict(epochs=200, lr=1e-3, lr_min=1e-5, augment="two-view", head="mlp", width=1.0)
@@ -160,7 +170,11 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for a, b in zip(body, body[1:], strict=False):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+        if (
+            isinstance(a, ast.AnnAssign)
+            and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant)
+        ):
             docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[attr-defined]
     return docs
 
@@ -182,7 +196,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
         help_ = f"{docs.get(f.name, '')} [default: {default}]"
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
         if typ.startswith("bool"):
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=None, help=help_)
+            parser.add_argument(
+                flag, type=_parse_bool, nargs="?", const=True, default=None, help=help_
+            )
         elif typ.startswith("int"):
             parser.add_argument(flag, type=int, default=None, help=help_)
         elif typ.startswith("float"):
@@ -191,7 +207,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
             parser.add_argument(flag, type=str, default=None, help=help_)
 
 
-def make_config(recipe: str, args: argparse.Namespace | dict | None = None, cls: type = TrainConfig):
+def make_config(
+    recipe: str, args: argparse.Namespace | dict | None = None, cls: type = TrainConfig
+):
     """Recipe defaults, then explicit overrides (None means 'not given')."""
     if recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}; choose one of: {', '.join(sorted(RECIPES))}")

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import torch
 
-from scpl.common import dist_env, init_distributed, resolve_devices, seed_everything, shutdown_distributed
+from scpl.common import (
+    dist_env,
+    init_distributed,
+    resolve_devices,
+    seed_everything,
+    shutdown_distributed,
+)
 from scpl.config import TrainConfig
 from scpl.data import DataBundle, Split, load_dataset
 from scpl.data.augment import Augment
@@ -75,7 +81,9 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     )
     units = method.attach(model)
     params = count_parameters(units)
-    optim = OptimConfig(cfg.lr, cfg.lr_min, cfg.weight_decay, steps_per_epoch * cfg.epochs, cfg.lr_schedule)
+    optim = OptimConfig(
+        cfg.lr, cfg.lr_min, cfg.weight_decay, steps_per_epoch * cfg.epochs, cfg.lr_schedule
+    )
     schedule = cfg.resolved_schedule(method.local)
     options = ExecutorOptions(schedule, cfg.micro_batches, cfg.queue_depth)
     executor = EXECUTORS.get(cfg.executor)(units, method.local, optim, devices, options, cfg.method)
@@ -87,7 +95,11 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     )
 
     needs_input = getattr(executor, "needs_input", True)  # dist: only rank 0 reads data
-    log = MetricsLog(out_dir, cfg.tensorboard, "metrics.jsonl" if env.rank == 0 else f"metrics.rank{env.rank}.jsonl")
+    log = MetricsLog(
+        out_dir,
+        cfg.tensorboard,
+        "metrics.jsonl" if env.rank == 0 else f"metrics.rank{env.rank}.jsonl",
+    )
     g = torch.Generator().manual_seed(cfg.seed)
     best = {"epoch": -1, "val_acc": -1.0, "state": None}
     train_seconds, samples_seen, step = 0.0, 0, 0
@@ -110,7 +122,9 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
                     executor.flush()
                 means = executor.collect()  # metrics of finished batches: one sync per interval
                 check_finite(means, step)
-                bar.set_postfix_str(" ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items()))
+                bar.set_postfix_str(
+                    " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
+                )
                 log.write({"kind": "train", "epoch": epoch, "step": step, **means})
             bar.update(1)
         executor.flush()
@@ -120,12 +134,28 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         train_seconds += time.perf_counter() - t0
         bar.close()
 
-        val_acc = evaluate(executor, data.val, augment, cfg.eval_batch_size, device) if len(data.val) else float("nan")
-        log.write({"kind": "epoch", "epoch": epoch, "step": step, "val_acc": val_acc,
-                   "train_seconds": train_seconds, "lr": executor.current_lr()})
+        val_acc = (
+            evaluate(executor, data.val, augment, cfg.eval_batch_size, device)
+            if len(data.val)
+            else float("nan")
+        )
+        log.write(
+            {
+                "kind": "epoch",
+                "epoch": epoch,
+                "step": step,
+                "val_acc": val_acc,
+                "train_seconds": train_seconds,
+                "lr": executor.current_lr(),
+            }
+        )
         echo(f"epoch {epoch + 1}: val_acc={val_acc:.4f} ({train_seconds:.1f}s training)")
         if not len(data.val) or val_acc > best["val_acc"]:
-            best = {"epoch": epoch, "val_acc": val_acc, "state": [cpu_copy(u) for u in executor.unit_states()]}
+            best = {
+                "epoch": epoch,
+                "val_acc": val_acc,
+                "state": [cpu_copy(u) for u in executor.unit_states()],
+            }
 
     # Final number on the test split, from the epoch chosen on validation.
     if best["state"] is not None:
@@ -157,7 +187,9 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
-def batch_to(split: Split, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_to(
+    split: Split, idx: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather a batch by index and move it to the device (pinned + non-blocking on CUDA)."""
     x, y = split.x[idx], split.y[idx]
     if device.type == "cuda":
@@ -166,7 +198,9 @@ def batch_to(split: Split, idx: torch.Tensor, device: torch.device) -> tuple[tor
 
 
 @torch.no_grad()
-def evaluate(executor, split: Split, augment: Augment, batch_size: int, device: torch.device) -> float:
+def evaluate(
+    executor, split: Split, augment: Augment, batch_size: int, device: torch.device
+) -> float:
     """Top-1 accuracy of the inference path (stages + classifier, no heads) on ``split``."""
     executor.train(False)
 
@@ -200,13 +234,17 @@ def prepare_out_dir(cfg: TrainConfig, recipe: str) -> Path:
     try:
         out = Path(cfg.out.format(**fields))
     except KeyError as e:
-        raise ConfigError(f"--out {cfg.out!r} names unknown field {e}; use config field names") from None
+        raise ConfigError(
+            f"--out {cfg.out!r} names unknown field {e}; use config field names"
+        ) from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test", delete=True)
         probe.close()
     except OSError as e:
-        raise ScplError(f"output dir {out} is not writable ({e.strerror}); pass --out DIR you can write") from None
+        raise ScplError(
+            f"output dir {out} is not writable ({e.strerror}); pass --out DIR you can write"
+        ) from None
     return out
 
 
@@ -251,13 +289,23 @@ class MetricsLog:
 def progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=None if enabled else True,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def versions() -> dict:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).parent,
         ).stdout.strip()
     except Exception:

@@ -88,7 +88,9 @@ class EarlyExitUnit(StageUnit):
         return ce, {"ce": ce}
 
 
-@METHODS.register("early-exit", help="a local classifier + cross-entropy per stage, inputs detached")
+@METHODS.register(
+    "early-exit", help="a local classifier + cross-entropy per stage, inputs detached"
+)
 class EarlyExit(Method):
     """Early Exit: every hidden stage trains through its own auxiliary classifier."""
 

@@ -17,7 +17,6 @@ from torch import nn
 from scpl.errors import ConfigError
 from scpl.registry import Registry
 
-
 MODELS: Registry[Callable[..., StagedModel]] = Registry("model")
 
 

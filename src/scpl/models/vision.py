@@ -49,7 +49,9 @@ VGG_BLOCKS: tuple[tuple[int, ...], ...] = ((128, 256), (256, 512), (512,), (512,
 VGG_CLASSIFIER_HIDDEN = 2500
 
 
-@register_model("vgg", help="VGG (6 conv-BN-ReLU, 4 max-pools), classifier FC-sigmoid-FC; paper split")
+@register_model(
+    "vgg", help="VGG (6 conv-BN-ReLU, 4 max-pools), classifier FC-sigmoid-FC; paper split"
+)
 def vgg(
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -140,7 +142,9 @@ def resnet18(
 CONVNET_CHANNELS = (128, 256, 512)
 
 
-@register_model("convnet", help="vanilla ConvNet: one Conv-BN-ReLU(-MP) layer per stage (Alg. 2, generalised)")
+@register_model(
+    "convnet", help="vanilla ConvNet: one Conv-BN-ReLU(-MP) layer per stage (Alg. 2, generalised)"
+)
 def convnet(
     input_shape: tuple[int, ...],
     num_classes: int,

@@ -34,7 +34,9 @@ def build_stage_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """One Adam per stage over the stage's parameters (body, heads, classifier)."""
     # foreach=False keeps the update a plain per-tensor loop, identical on every executor.
-    opt = torch.optim.Adam(unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+    opt = torch.optim.Adam(
+        unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
+    )
     if cfg.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(1, cfg.total_steps), eta_min=cfg.lr_min

@@ -33,7 +33,9 @@ HEADER_LEN = 4  # [kind, batch, micro-batch, batch size]
 class DistChannel(Channel):
     """Point-to-point messages between neighbouring ranks (rank == stage)."""
 
-    def __init__(self, rank: int, world: int, device: torch.device, sample_shapes, act_dtype, depth: int):
+    def __init__(
+        self, rank: int, world: int, device: torch.device, sample_shapes, act_dtype, depth: int
+    ):
         self.rank, self.world, self.device = rank, world, device
         self.sample_shapes = sample_shapes  # per-sample output shape of every stage
         self.act_dtype = act_dtype
@@ -91,7 +93,9 @@ class DistChannel(Channel):
         self.last_kind = kind
         if kind == KIND_STOP:
             raise EOFError
-        x = torch.empty((n, *self.sample_shapes[stage - 1]), dtype=self.act_dtype, device=self._comm_device)
+        x = torch.empty(
+            (n, *self.sample_shapes[stage - 1]), dtype=self.act_dtype, device=self._comm_device
+        )
         y = torch.empty(n, dtype=torch.int64, device=self._comm_device)
         wx = dist.irecv(x, self.rank - 1, tag=TAG_ACT)
         wy = dist.irecv(y, self.rank - 1, tag=TAG_LABEL)
@@ -99,7 +103,9 @@ class DistChannel(Channel):
         wx.wait()
         wy.wait()
         if kind == KIND_TRAIN:
-            assert (b, m) == (batch, mb), f"rank {self.rank} expected batch {batch}.{mb}, got {b}.{m}"
+            assert (b, m) == (batch, mb), (
+                f"rank {self.rank} expected batch {batch}.{mb}, got {b}.{m}"
+            )
         return x, y
 
     def recv_grad(self, stage, batch, mb):
@@ -144,8 +150,15 @@ class DistExecutor(Executor):
 
     name = "dist"
 
-    def __init__(self, units, local: bool, optim: OptimConfig, devices: list[torch.device],
-                 options: ExecutorOptions | None = None, method: str = "") -> None:
+    def __init__(
+        self,
+        units,
+        local: bool,
+        optim: OptimConfig,
+        devices: list[torch.device],
+        options: ExecutorOptions | None = None,
+        method: str = "",
+    ) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise ConfigError(
                 "--executor dist needs torch.distributed: launch with torchrun --nproc-per-node K, "
@@ -179,8 +192,12 @@ class DistExecutor(Executor):
         for i in range(K):
             if i != self.rank:
                 units[i] = torch.nn.Identity()
-        self.runner = StageRunner(unit, self.rank, K, local, optim, self.device, self.recorder, emulate)
-        self.channel = DistChannel(self.rank, K, self.device, sample_shapes, dtype, self.options.queue_depth)
+        self.runner = StageRunner(
+            unit, self.rank, K, local, optim, self.device, self.recorder, emulate
+        )
+        self.channel = DistChannel(
+            self.rank, K, self.device, sample_shapes, dtype, self.options.queue_depth
+        )
         # The gradient w.r.t. our output has the output's shape (known once F has run).
         self.channel.grad_shape = lambda mb: tuple(act_tensor(self.runner._mbs[mb].out).shape)
         self._serialised = not schedule.concurrent
@@ -260,13 +277,19 @@ class DistExecutor(Executor):
         """Tell the next rank we are done and consume what is still addressed to us, so every
         posted receive and send completes before the process group is torn down."""
         ch = self.channel
-        if self._serialised and self._batch > 0 and self.rank == self._first_owner != self._last_owner:
+        if (
+            self._serialised
+            and self._batch > 0
+            and self.rank == self._first_owner != self._last_owner
+        ):
             ch.token_recv(self._last_owner)  # the token the last batch handed back
         if self.rank < self.num_stages - 1:
             ch.send_header(KIND_STOP, -1, 0, 0)
         if self.rank > 0:
             kind = ch.recv_header()[0]
-            assert kind == KIND_STOP, f"rank {self.rank}: unconsumed message of kind {kind} at close"
+            assert kind == KIND_STOP, (
+                f"rank {self.rank}: unconsumed message of kind {kind} at close"
+            )
         ch.wait_sends()
         while ch.token_pending:
             ch.token_pending.popleft()[0].wait()

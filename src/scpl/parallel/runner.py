@@ -121,7 +121,9 @@ class StageRunner:
         self._num_micro = 1
 
     # -- one mini-batch -------------------------------------------------------------------
-    def begin(self, batch: int, micro_inputs: list | None, batch_size: int, num_micro: int = 1) -> None:
+    def begin(
+        self, batch: int, micro_inputs: list | None, batch_size: int, num_micro: int = 1
+    ) -> None:
         """Start a mini-batch; stage 0 is handed its micro-batches [(x, y), ...] here."""
         self._batch = batch
         self._batch_size = batch_size
@@ -150,7 +152,17 @@ class StageRunner:
         if rec:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            rec.add(Event(self.stage, op.kind, self._batch, op.mb, t0 - rec.t0, rec.clock() - rec.t0, str(self.device)))
+            rec.add(
+                Event(
+                    self.stage,
+                    op.kind,
+                    self._batch,
+                    op.mb,
+                    t0 - rec.t0,
+                    rec.clock() - rec.t0,
+                    str(self.device),
+                )
+            )
 
     def metrics(self) -> dict[str, torch.Tensor]:
         """Loss terms of the finished mini-batch, averaged over micro-batches (detached)."""
@@ -197,7 +209,9 @@ class StageRunner:
         m.loss = None
 
     def _op_recv_grad(self, mb: int, ch: Channel) -> None:
-        self._mbs[mb].grad_out = ch.recv_grad(self.stage, self._batch, mb).to(self.device, non_blocking=True)
+        self._mbs[mb].grad_out = ch.recv_grad(self.stage, self._batch, mb).to(
+            self.device, non_blocking=True
+        )
 
     def _op_send_grad(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
@@ -243,7 +257,10 @@ def split_micro(x, y: torch.Tensor, num_micro: int) -> list[tuple[object, torch.
         )
     ys = y.chunk(num_micro)
     if isinstance(x, tuple):
-        parts = [t.chunk(num_micro) if torch.is_tensor(t) and t.shape[:1] == (n,) else [t] * num_micro for t in x]
+        parts = [
+            t.chunk(num_micro) if torch.is_tensor(t) and t.shape[:1] == (n,) else [t] * num_micro
+            for t in x
+        ]
         xs = [tuple(p[i] for p in parts) for i in range(num_micro)]
     else:
         xs = list(x.chunk(num_micro))

@@ -127,8 +127,14 @@ ORDERS = {
 }
 
 for _s, _help in (
-    (Schedule("sequential", None, False, True), "one op at a time, batch by batch, stage by stage (parity reference)"),
-    (Schedule("scpl", True, True, False), "local losses; each stage updates after its backward and takes the next batch"),
+    (
+        Schedule("sequential", None, False, True),
+        "one op at a time, batch by batch, stage by stage (parity reference)",
+    ),
+    (
+        Schedule("scpl", True, True, False),
+        "local losses; each stage updates after its backward and takes the next batch",
+    ),
     (Schedule("scpl-gpipe", True, True, True), "SCPL with m micro-batches per stage (paper A.5)"),
     (Schedule("nmp", False, True, False), "BP split across devices (naive model parallelism)"),
     (Schedule("gpipe", False, True, True), "BP with m micro-batches and a flush per mini-batch"),

@@ -49,13 +49,17 @@ class RunnerExecutor(Executor):
         if len(devices) == 1:
             devices = devices * self.num_stages
         self.devices = devices
-        self.schedule = resolve_schedule(self.options.schedule, local, method, self.options.num_micro)
+        self.schedule = resolve_schedule(
+            self.options.schedule, local, method, self.options.num_micro
+        )
         self.order = self.schedule.order(self.num_stages, self.options.num_micro, local)
         self.programs = self.schedule.programs(self.num_stages, self.options.num_micro, local)
         self.recorder = Recorder() if self.options.record else None
         emulate = self.options.emulate or {}
         self.runners = [
-            StageRunner(u, s, self.num_stages, local, optim, devices[s], self.recorder, emulate.get(s))
+            StageRunner(
+                u, s, self.num_stages, local, optim, devices[s], self.recorder, emulate.get(s)
+            )
             for s, u in enumerate(units)
         ]
         self.sink = MetricSink()
@@ -104,7 +108,9 @@ class RunnerExecutor(Executor):
         return (int(correct) if correct is not None else 0), total
 
 
-@EXECUTORS.register("sequential", help="one op at a time in the schedule's serial order (parity reference)")
+@EXECUTORS.register(
+    "sequential", help="one op at a time in the schedule's serial order (parity reference)"
+)
 class SequentialExecutor(RunnerExecutor):
     """Runs the global serial order of the schedule, one op at a time, in the calling thread."""
 
