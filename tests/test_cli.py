@@ -261,3 +261,20 @@ def test_train_help_lists_every_field(capsys):
     for name, doc in docs.items():
         assert "--" + name.replace("_", "-") in out
         assert "".join(doc.split()) in out, f"help text of {name} missing"
+
+
+def test_two_process_dist_run_via_torchrun(tmp_path):
+    """`scpl train --executor dist --nproc 2` relaunches itself under torchrun and finishes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--executor", "dist", "--nproc", "2",
+         "--stages", "2", "--epochs", "1", "--max-steps", "4", "--progress", "false", "--out", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test_acc=" in proc.stdout and "samples_per_s=" in proc.stdout
+    assert (out / "summary.json").exists()
+    assert (out / "metrics.rank1.jsonl").exists()  # rank 1 logs its own stage
