@@ -270,9 +270,30 @@ def test_two_process_dist_run_via_torchrun(tmp_path):
 
     out = tmp_path / "dist"
     proc = subprocess.run(
-        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--executor", "dist", "--nproc", "2",
-         "--stages", "2", "--epochs", "1", "--max-steps", "4", "--progress", "false", "--out", str(out)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "scpl.cli",
+            "train",
+            "smoke",
+            "--executor",
+            "dist",
+            "--nproc",
+            "2",
+            "--stages",
+            "2",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "4",
+            "--progress",
+            "false",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test_acc=" in proc.stdout and "samples_per_s=" in proc.stdout

@@ -17,8 +17,12 @@ pytestmark = [
 def _run(executor: str, schedule: str, devices: list[torch.device]):
     units, meth = make_units("convnet", "scpl", 4)
     ex = EXECUTORS.get(executor)(
-        units, meth.local, OptimConfig(lr=1e-2, total_steps=10), devices,
-        ExecutorOptions(schedule=schedule), "scpl",
+        units,
+        meth.local,
+        OptimConfig(lr=1e-2, total_steps=10),
+        devices,
+        ExecutorOptions(schedule=schedule),
+        "scpl",
     )
     try:
         for x, y in make_batches(3):

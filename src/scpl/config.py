@@ -93,6 +93,10 @@ class TrainConfig:
     """torch CPU threads (0 = PyTorch default)."""
     out: str = "runs/{recipe}-{model}-{method}-{dataset}-s{seed}"
     """Output directory (fields in braces are filled in)."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N steps (0 = only at epoch ends)."""
+    resume: str | None = None
+    """Continue the run whose output dir is given (bitwise the same as not stopping)."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True

@@ -18,6 +18,14 @@ from pathlib import Path
 
 import torch
 
+from scpl.checkpoint import (
+    atomic_save,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from scpl.common import (
     dist_env,
     init_distributed,
@@ -54,7 +62,7 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             echo = _silent  # rank 0 reports; every rank logs its own stage's metrics
     else:
         devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
-    out_dir = prepare_out_dir(cfg, recipe)
+    out_dir = Path(cfg.resume) if cfg.resume else prepare_out_dir(cfg, recipe)
     seed_everything(cfg.seed)
     device = devices[env.rank] if cfg.executor == "dist" else devices[0]  # batches are built here
 
@@ -100,15 +108,51 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         cfg.tensorboard,
         "metrics.jsonl" if env.rank == 0 else f"metrics.rank{env.rank}.jsonl",
     )
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)  # data order
     best = {"epoch": -1, "val_acc": -1.0, "state": None}
     train_seconds, samples_seen, step = 0.0, 0, 0
-    for epoch in range(cfg.epochs):
+    start_epoch, start_i = 0, 0
+
+    def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor) -> None:
+        save_checkpoint(
+            out_dir,
+            step,
+            env.rank,
+            {
+                "executor": executor.state_dict(),
+                "rng": rng_state(),
+                "data_g": g_state,
+                "epoch": epoch,
+                "next_i": next_i,
+                "step": step,
+                "best": best,
+                "train_seconds": train_seconds,
+                "samples_seen": samples_seen,
+                "config": dataclasses.asdict(cfg),
+            },
+        )
+
+    if cfg.resume:
+        ck = load_checkpoint(
+            latest_checkpoint(out_dir, env.rank, env.world_size if cfg.executor == "dist" else 1)
+        )
+        check_resume_config(ck["config"], cfg)
+        executor.load_state_dict(ck["executor"])
+        set_rng_state(ck["rng"])
+        g.set_state(ck["data_g"])
+        start_epoch, start_i, step = ck["epoch"], ck["next_i"], ck["step"]
+        best, train_seconds, samples_seen = ck["best"], ck["train_seconds"], ck["samples_seen"]
+        echo(f"scpl: resumed {out_dir} at epoch {start_epoch + 1}, step {step}")
+
+    for epoch in range(start_epoch, cfg.epochs):
         executor.train(True)
+        g_epoch_start = g.get_state()
         perm = torch.randperm(len(data.train), generator=g)
+        first = start_i if epoch == start_epoch else 0
         bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        bar.update(first)
         t0 = time.perf_counter()
-        for i in range(steps_per_epoch):
+        for i in range(first, steps_per_epoch):
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             if needs_input:
                 x, y = augment(*batch_to(data.train, idx, device))
@@ -126,6 +170,12 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
                     " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
                 )
                 log.write({"kind": "train", "epoch": epoch, "step": step, **means})
+            if (
+                cfg.checkpoint_every
+                and step % cfg.checkpoint_every == 0
+                and i < steps_per_epoch - 1
+            ):
+                checkpoint(epoch, i + 1, g_epoch_start)
             bar.update(1)
         executor.flush()
         for d in set(devices):
@@ -156,8 +206,11 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
                 "val_acc": val_acc,
                 "state": [cpu_copy(u) for u in executor.unit_states()],
             }
+        checkpoint(epoch + 1, 0, g.get_state())
 
-    # Final number on the test split, from the epoch chosen on validation.
+    # The last weights (for inspection and resume checks), then the final number on the test
+    # split from the epoch chosen on validation.
+    atomic_save([cpu_copy(u) for u in executor.unit_states()], out_dir / f"final.rank{env.rank}.pt")
     if best["state"] is not None:
         executor.load_unit_states(best["state"])
     test_acc = evaluate(executor, data.test, augment, cfg.eval_batch_size, device)
@@ -185,6 +238,41 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
 
 def _silent(*args, **kwargs) -> None:
     pass
+
+
+# Fields that must match for a resumed run to continue the same computation.
+RESUME_FIELDS = (
+    "model",
+    "method",
+    "dataset",
+    "stages",
+    "partition",
+    "width",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_min",
+    "lr_schedule",
+    "head",
+    "proj_dim",
+    "temperature",
+    "supcon_norm",
+    "augment",
+    "seed",
+    "max_steps",
+    "micro_batches",
+    "executor",
+)
+
+
+def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
+    """Refuse to resume with settings that would change the computation."""
+    now = dataclasses.asdict(cfg)
+    diff = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in RESUME_FIELDS if saved.get(k) != now[k]]
+    if diff:
+        raise ConfigError(
+            f"--resume with different settings ({'; '.join(diff)}); drop those overrides to continue the run"
+        )
 
 
 def batch_to(
