@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity_utils import assert_states_equal, make_batches, make_units
 
+from parity_utils import assert_states_equal, make_batches, make_units
 from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
 
 pytestmark = [
