@@ -83,6 +83,8 @@ class TrainConfig:
     """Micro-batches per mini-batch for the gpipe and scpl-gpipe schedules."""
     queue_depth: int = 2
     """Activations in flight per link between stages (bounded queues)."""
+    dist_timeout: float = 60.0
+    """dist: seconds any rank waits for a peer before the run stops with an error naming it."""
     nproc: int = 0
     """dist executor on one host: start this many processes (one per stage) via torchrun."""
     max_steps: int = 0

@@ -57,7 +57,7 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
         if not cfg.devices and devices[0].type == "cuda":
             devices = [torch.device("cuda", env.local_rank)] * cfg.stages  # one GPU per rank
-        init_distributed(devices[env.rank])
+        init_distributed(devices[env.rank], cfg.dist_timeout)
         if env.rank != 0:
             echo = _silent  # rank 0 reports; every rank logs its own stage's metrics
     else:
@@ -102,6 +102,10 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         f"params effective={params['effective']:,} affiliated={params['affiliated']:,}"
     )
 
+    if cfg.executor == "dist":
+        # Start-up (data loading, model building) may take long; align ranks before the
+        # steady state, whose waits are bounded by --dist-timeout.
+        executor.barrier(max(600.0, cfg.dist_timeout))
     needs_input = getattr(executor, "needs_input", True)  # dist: only rank 0 reads data
     log = MetricsLog(
         out_dir,

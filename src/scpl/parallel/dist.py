@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-from scpl.errors import ConfigError
+from scpl.errors import ConfigError, ScplError
 from scpl.parallel.base import EXECUTORS, Executor, ExecutorOptions, MetricSink, OptimConfig
 from scpl.parallel.runner import Channel, Recorder, StageRunner, act_tensor, split_micro
 from scpl.parallel.schedules import Op, resolve_schedule
@@ -44,17 +44,24 @@ class DistChannel(Channel):
         self._next_header = None  # (work, tensor): the posted receive of the next header
         self.last_kind = KIND_TRAIN
         self.token_pending: deque = deque()
+        self.peer = -1  # the rank of the last blocking wait (named if it fails)
 
     # -- sending --------------------------------------------------------------------------
     def _isend(self, tensor: torch.Tensor, dst: int, tag: int) -> None:
         tensor = tensor.contiguous()
-        self.pending.append((dist.isend(tensor, dst, tag=tag), tensor))
+        self.peer = dst
+        self.pending.append((dist.isend(tensor, dst, tag=tag), tensor, dst))
         while len(self.pending) > 3 * self.depth:  # 3 messages per activation: bound the link
-            self.pending.popleft()[0].wait()
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        work, _, dst = self.pending.popleft()
+        self.peer = dst
+        work.wait()
 
     def wait_sends(self) -> None:
         while self.pending:
-            self.pending.popleft()[0].wait()
+            self._wait_oldest()
 
     def send_header(self, kind: int, batch: int, mb: int, n: int) -> None:
         h = torch.tensor([kind, batch, mb, n], dtype=torch.int64, device=self._comm_device)
@@ -83,6 +90,7 @@ class DistChannel(Channel):
         if self._next_header is None:
             self.post_header_recv()
         work, h = self._next_header
+        self.peer = self.rank - 1
         work.wait()
         self._next_header = None
         kind, batch, mb, n = (int(v) for v in h.tolist())
@@ -110,6 +118,7 @@ class DistChannel(Channel):
 
     def recv_grad(self, stage, batch, mb):
         g = torch.empty(self.grad_shape(mb), dtype=self.act_dtype, device=self._comm_device)
+        self.peer = self.rank + 1
         dist.recv(g, self.rank + 1, tag=TAG_GRAD)
         return g
 
@@ -122,6 +131,7 @@ class DistChannel(Channel):
             self.token_pending.popleft()[0].wait()
 
     def token_recv(self, src: int) -> None:
+        self.peer = src
         dist.recv(torch.zeros(1, device=self._comm_device), src, tag=TAG_TOKEN)
 
 
@@ -220,7 +230,23 @@ class DistExecutor(Executor):
             elif op.kind != "token_recv_batch":
                 self.runner.run(op, ch)
 
+    def _peer_failed(self, err: BaseException) -> ScplError:
+        """Turn a torch.distributed error into a one-line message naming the peer."""
+        peer = self.channel.peer
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else err.__class__.__name__
+        return ScplError(
+            f"rank {peer} (stage {peer}) died or stalled while rank {self.rank} (stage {self.rank}) "
+            f"was exchanging data with it ({first}); stopping -- check rank {peer}'s log, then "
+            "restart with --resume OUT_DIR"
+        )
+
     def submit(self, x, y) -> None:
+        try:
+            self._submit(x, y)
+        except (RuntimeError, dist.DistError) as e:
+            raise self._peer_failed(e) from None
+
+    def _submit(self, x, y) -> None:
         micro = split_micro(x, y, self.options.num_micro) if self.rank == 0 else None
         size = int(y.shape[0]) if y is not None else 0
         self.runner.begin(self._batch, micro, size, self.options.num_micro)
@@ -229,9 +255,28 @@ class DistExecutor(Executor):
         self._batch += 1
 
     def flush(self) -> None:
-        self.channel.wait_sends()
+        try:
+            self.channel.wait_sends()
+        except (RuntimeError, dist.DistError) as e:
+            raise self._peer_failed(e) from None
 
     def evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
+        try:
+            return self._evaluate(batches)
+        except (RuntimeError, dist.DistError) as e:
+            raise self._peer_failed(e) from None
+
+    def barrier(self, timeout_s: float) -> None:
+        """A monitored barrier: on timeout, the error names the ranks that did not arrive."""
+        import datetime
+
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s), wait_all_ranks=True)
+        except (RuntimeError, dist.DistError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise ScplError(f"ranks did not reach the barrier in {timeout_s:.0f}s: {first}; check their logs") from None
+
+    def _evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
         self.flush()
         correct = torch.zeros((), dtype=torch.int64)
         total = 0

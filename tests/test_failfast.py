@@ -1,0 +1,52 @@
+"""Fail fast: killing one rank of a 3-process gloo run makes the others exit non-zero within
+60 s with a one-line message naming the failed rank -- never a hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from parity_utils import free_port
+
+
+def _rank_cmd(out):
+    return [sys.executable, "-m", "scpl.cli", "train", "smoke", "--executor", "dist", "--stages", "3",
+            "--epochs", "50", "--max-steps", "0", "--progress", "false", "--log-every", "1",
+            "--dist-timeout", "30", "--out", str(out)]
+
+
+def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
+    port = free_port()
+    procs = []
+    for rank in range(3):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="3",
+                   LOCAL_WORLD_SIZE="3", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(_rank_cmd(tmp_path), env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    log1 = tmp_path / "metrics.rank1.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (log1.exists() and log1.stat().st_size > 200):
+        assert all(p.poll() is None for p in procs), "a rank exited before the kill"
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    for p in (procs[0], procs[2]):
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError("a surviving rank hung after its peer was killed") from None
+    elapsed = time.time() - killed_at
+    assert elapsed < 60
+    for p in (procs[0], procs[2]):
+        err = p.stderr.read()
+        assert p.returncode != 0
+        lines = [ln for ln in err.splitlines() if ln.startswith("scpl: error:")]
+        assert len(lines) == 1, err[-2000:]
+        assert "rank 1 (stage 1)" in lines[0], lines[0]
+        assert "Traceback" not in err
