@@ -299,3 +299,32 @@ def test_two_process_dist_run_via_torchrun(tmp_path):
     assert "test_acc=" in proc.stdout and "samples_per_s=" in proc.stdout
     assert (out / "summary.json").exists()
     assert (out / "metrics.rank1.jsonl").exists()  # rank 1 logs its own stage
+
+
+def test_nan_loss_stops_with_stage_step_and_term(tmp_path, capsys):
+    rc = main(
+        ["train", "smoke", "--lr", "1e12", "--progress", "false", "--out", str(tmp_path / "r")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("scpl: error: non-finite")
+    assert "stage 0" in err[0] and "step" in err[0] and "supcon" in err[0]
+
+
+def test_nan_guard_skip_drops_bad_batches_and_finishes(tmp_path, capsys):
+    rc = main(
+        [
+            "train",
+            "smoke",
+            "--lr",
+            "1e12",
+            "--nan-guard",
+            "skip",
+            "--progress",
+            "false",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert rc == 0
+    assert "test_acc=" in capsys.readouterr().out

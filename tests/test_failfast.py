@@ -13,20 +13,54 @@ from parity_utils import free_port
 
 
 def _rank_cmd(out):
-    return [sys.executable, "-m", "scpl.cli", "train", "smoke", "--executor", "dist", "--stages", "3",
-            "--epochs", "50", "--max-steps", "0", "--progress", "false", "--log-every", "1",
-            "--dist-timeout", "30", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "scpl.cli",
+        "train",
+        "smoke",
+        "--executor",
+        "dist",
+        "--stages",
+        "3",
+        "--epochs",
+        "50",
+        "--max-steps",
+        "0",
+        "--progress",
+        "false",
+        "--log-every",
+        "1",
+        "--dist-timeout",
+        "30",
+        "--out",
+        str(out),
+    ]
 
 
 def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
     port = free_port()
     procs = []
     for rank in range(3):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="3",
-                   LOCAL_WORLD_SIZE="3", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen(_rank_cmd(tmp_path), env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="3",
+            LOCAL_WORLD_SIZE="3",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                _rank_cmd(tmp_path),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     log1 = tmp_path / "metrics.rank1.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (log1.exists() and log1.stat().st_size > 200):

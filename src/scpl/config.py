@@ -95,6 +95,10 @@ class TrainConfig:
     """torch CPU threads (0 = PyTorch default)."""
     out: str = "runs/{recipe}-{model}-{method}-{dataset}-s{seed}"
     """Output directory (fields in braces are filled in)."""
+    nan_guard: str = "stop"
+    """Before every update check losses and gradients: stop (error naming stage, step and loss
+    term), skip (drop the batch's update), or interval (only check logged means; no per-step
+    host sync)."""
     checkpoint_every: int = 0
     """Also checkpoint every N steps (0 = only at epoch ends)."""
     resume: str | None = None
@@ -118,6 +122,8 @@ class TrainConfig:
             )
         if self.lr <= 0 or self.lr_min < 0:
             raise ConfigError("--lr must be > 0 and --lr-min >= 0")
+        if self.nan_guard not in ("stop", "skip", "interval"):
+            raise ConfigError(f"--nan-guard {self.nan_guard!r}: choose stop, skip or interval")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine or constant")
 

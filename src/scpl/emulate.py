@@ -166,7 +166,7 @@ def costs_from_events(events, skip_batches: int = 1) -> Costs:
         by.setdefault((e.stage, e.kind), []).append(e.end - e.start)
     out: Costs = {}
     for (s, k), d in sorted(by.items()):
-        out.setdefault(s, {})[k] = min(d) if k in COMM_OPS else statistics.median(d)
+        out.setdefault(s, {})[k] = min(d) if k in COMM_OPS else statistics.fmean(d)
     return out
 
 

@@ -93,7 +93,12 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         cfg.lr, cfg.lr_min, cfg.weight_decay, steps_per_epoch * cfg.epochs, cfg.lr_schedule
     )
     schedule = cfg.resolved_schedule(method.local)
-    options = ExecutorOptions(schedule, cfg.micro_batches, cfg.queue_depth)
+    options = ExecutorOptions(
+        schedule,
+        cfg.micro_batches,
+        cfg.queue_depth,
+        nan_guard="off" if cfg.nan_guard == "interval" else cfg.nan_guard,
+    )
     executor = EXECUTORS.get(cfg.executor)(units, method.local, optim, devices, options, cfg.method)
     echo(
         f"scpl: {cfg.model} ({model.num_stages} stages, partition {model.partition}) "
@@ -148,69 +153,76 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         best, train_seconds, samples_seen = ck["best"], ck["train_seconds"], ck["samples_seen"]
         echo(f"scpl: resumed {out_dir} at epoch {start_epoch + 1}, step {step}")
 
-    for epoch in range(start_epoch, cfg.epochs):
-        executor.train(True)
-        g_epoch_start = g.get_state()
-        perm = torch.randperm(len(data.train), generator=g)
-        first = start_i if epoch == start_epoch else 0
-        bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
-        bar.update(first)
-        t0 = time.perf_counter()
-        for i in range(first, steps_per_epoch):
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            if needs_input:
-                x, y = augment(*batch_to(data.train, idx, device))
-                executor.submit(x, y)
-            else:
-                executor.submit(None, None)  # pipelined executors return before the batch is done
-            step += 1
-            samples_seen += len(idx)
-            if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
-                if i == steps_per_epoch - 1:
-                    executor.flush()
-                means = executor.collect()  # metrics of finished batches: one sync per interval
-                check_finite(means, step)
-                bar.set_postfix_str(
-                    " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
-                )
-                log.write({"kind": "train", "epoch": epoch, "step": step, **means})
-            if (
-                cfg.checkpoint_every
-                and step % cfg.checkpoint_every == 0
-                and i < steps_per_epoch - 1
-            ):
-                checkpoint(epoch, i + 1, g_epoch_start)
-            bar.update(1)
-        executor.flush()
-        for d in set(devices):
-            if d.type == "cuda":
-                torch.cuda.synchronize(d)
-        train_seconds += time.perf_counter() - t0
-        bar.close()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            executor.train(True)
+            g_epoch_start = g.get_state()
+            perm = torch.randperm(len(data.train), generator=g)
+            first = start_i if epoch == start_epoch else 0
+            bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+            bar.update(first)
+            t0 = time.perf_counter()
+            for i in range(first, steps_per_epoch):
+                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                if needs_input:
+                    x, y = augment(*batch_to(data.train, idx, device))
+                    executor.submit(x, y)
+                else:
+                    executor.submit(
+                        None, None
+                    )  # pipelined executors return before the batch is done
+                step += 1
+                samples_seen += len(idx)
+                if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
+                    if i == steps_per_epoch - 1:
+                        executor.flush()
+                    means = executor.collect()  # metrics of finished batches: one sync per interval
+                    if cfg.nan_guard != "skip":
+                        check_finite(means, step)
+                    bar.set_postfix_str(
+                        " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
+                    )
+                    log.write({"kind": "train", "epoch": epoch, "step": step, **means})
+                if (
+                    cfg.checkpoint_every
+                    and step % cfg.checkpoint_every == 0
+                    and i < steps_per_epoch - 1
+                ):
+                    checkpoint(epoch, i + 1, g_epoch_start)
+                bar.update(1)
+            executor.flush()
+            for d in set(devices):
+                if d.type == "cuda":
+                    torch.cuda.synchronize(d)
+            train_seconds += time.perf_counter() - t0
+            bar.close()
 
-        val_acc = (
-            evaluate(executor, data.val, augment, cfg.eval_batch_size, device)
-            if len(data.val)
-            else float("nan")
-        )
-        log.write(
-            {
-                "kind": "epoch",
-                "epoch": epoch,
-                "step": step,
-                "val_acc": val_acc,
-                "train_seconds": train_seconds,
-                "lr": executor.current_lr(),
-            }
-        )
-        echo(f"epoch {epoch + 1}: val_acc={val_acc:.4f} ({train_seconds:.1f}s training)")
-        if not len(data.val) or val_acc > best["val_acc"]:
-            best = {
-                "epoch": epoch,
-                "val_acc": val_acc,
-                "state": [cpu_copy(u) for u in executor.unit_states()],
-            }
-        checkpoint(epoch + 1, 0, g.get_state())
+            val_acc = (
+                evaluate(executor, data.val, augment, cfg.eval_batch_size, device)
+                if len(data.val)
+                else float("nan")
+            )
+            log.write(
+                {
+                    "kind": "epoch",
+                    "epoch": epoch,
+                    "step": step,
+                    "val_acc": val_acc,
+                    "train_seconds": train_seconds,
+                    "lr": executor.current_lr(),
+                }
+            )
+            echo(f"epoch {epoch + 1}: val_acc={val_acc:.4f} ({train_seconds:.1f}s training)")
+            if not len(data.val) or val_acc > best["val_acc"]:
+                best = {
+                    "epoch": epoch,
+                    "val_acc": val_acc,
+                    "state": [cpu_copy(u) for u in executor.unit_states()],
+                }
+            checkpoint(epoch + 1, 0, g.get_state())
+    except BaseException:
+        executor.close()  # stop worker threads before the error propagates
+        raise
 
     # The last weights (for inspection and resume checks), then the final number on the test
     # split from the epoch chosen on validation.

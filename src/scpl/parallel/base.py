@@ -77,6 +77,7 @@ class ExecutorOptions:
     queue_depth: int = 2  # bounded queues between stages (activations in flight per link)
     emulate: dict | None = None  # per-stage, per-op emulated device seconds: {stage: {op: s}}
     record: bool = False  # keep a timeline of events
+    nan_guard: str = "off"  # per-step check before each update: off, stop or skip
 
 
 class Executor:

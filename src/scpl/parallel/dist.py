@@ -203,7 +203,15 @@ class DistExecutor(Executor):
             if i != self.rank:
                 units[i] = torch.nn.Identity()
         self.runner = StageRunner(
-            unit, self.rank, K, local, optim, self.device, self.recorder, emulate
+            unit,
+            self.rank,
+            K,
+            local,
+            optim,
+            self.device,
+            self.recorder,
+            emulate,
+            self.options.nan_guard,
         )
         self.channel = DistChannel(
             self.rank, K, self.device, sample_shapes, dtype, self.options.queue_depth
@@ -233,7 +241,9 @@ class DistExecutor(Executor):
     def _peer_failed(self, err: BaseException) -> ScplError:
         """Turn a torch.distributed error into a one-line message naming the peer."""
         peer = self.channel.peer
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else err.__class__.__name__
+        first = (
+            str(err).strip().splitlines()[0][:160] if str(err).strip() else err.__class__.__name__
+        )
         return ScplError(
             f"rank {peer} (stage {peer}) died or stalled while rank {self.rank} (stage {self.rank}) "
             f"was exchanging data with it ({first}); stopping -- check rank {peer}'s log, then "
@@ -271,10 +281,14 @@ class DistExecutor(Executor):
         import datetime
 
         try:
-            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s), wait_all_ranks=True)
+            dist.monitored_barrier(
+                timeout=datetime.timedelta(seconds=timeout_s), wait_all_ranks=True
+            )
         except (RuntimeError, dist.DistError) as e:
             first = str(e).strip().splitlines()[0][:200]
-            raise ScplError(f"ranks did not reach the barrier in {timeout_s:.0f}s: {first}; check their logs") from None
+            raise ScplError(
+                f"ranks did not reach the barrier in {timeout_s:.0f}s: {first}; check their logs"
+            ) from None
 
     def _evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
         self.flush()

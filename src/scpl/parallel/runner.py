@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from scpl.errors import ScplError
 from scpl.parallel.base import OptimConfig, build_stage_optimizer
 from scpl.parallel.schedules import Op
+
+
+class NonFiniteError(ScplError):
+    """A loss or gradient became NaN/inf (raised by the NaN guard)."""
 
 
 @dataclass
@@ -103,6 +108,7 @@ class StageRunner:
         device: torch.device,
         recorder: Recorder | None = None,
         emulate: dict[str, float] | None = None,
+        nan_guard: str = "off",
     ) -> None:
         self.unit = unit.to(device)
         self.stage = stage
@@ -112,6 +118,7 @@ class StageRunner:
         self.device = device
         self.optimizer, self.scheduler = build_stage_optimizer(self.unit, optim)
         self.recorder = recorder
+        self.nan_guard = nan_guard
         # Emulated device time per op kind (seconds): the op holds its device this long after its
         # real work, releasing the GIL as a GPU kernel would (see `scpl bench --emulate`).
         self.emulate = emulate or {}
@@ -219,9 +226,42 @@ class StageRunner:
         m.grad_out = None
 
     def _op_U(self, mb: int, ch: Channel) -> None:
+        if self.nan_guard != "off" and not self._finite():
+            if self.nan_guard == "stop":
+                raise NonFiniteError(self._nonfinite_message())
+            # "skip": drop this batch's update but keep the LR schedule aligned with the step.
+            self._mbs[0].terms["skipped"] = torch.ones((), device=self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            return
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _finite(self) -> bool:
+        """One host sync: are this batch's loss terms and this stage's gradients all finite?"""
+        vals = [v.reshape(1) for m in self._mbs.values() for v in m.terms.values()]
+        grads = [p.grad for p in self.unit.parameters() if p.grad is not None]
+        if grads:
+            vals.append(
+                torch.stack([g.abs().sum() for g in grads]).sum().reshape(1).to(self.device)
+            )
+        return bool(torch.isfinite(torch.cat(vals)).all()) if vals else True
+
+    def _nonfinite_message(self) -> str:
+        bad = sorted(
+            {
+                k
+                for m in self._mbs.values()
+                for k, v in m.terms.items()
+                if not torch.isfinite(v).all()
+            }
+        )
+        what = f"{', '.join(bad)} loss" if bad else "gradient"
+        return (
+            f"non-finite {what} at stage {self.stage}, step {self._batch + 1}; lower --lr or check "
+            "the data (the last checkpoint is kept; --nan-guard skip drops such batches instead)"
+        )
 
     # -- inference ----------------------------------------------------------------------
     @torch.no_grad()

@@ -58,7 +58,15 @@ class RunnerExecutor(Executor):
         emulate = self.options.emulate or {}
         self.runners = [
             StageRunner(
-                u, s, self.num_stages, local, optim, devices[s], self.recorder, emulate.get(s)
+                u,
+                s,
+                self.num_stages,
+                local,
+                optim,
+                devices[s],
+                self.recorder,
+                emulate.get(s),
+                self.options.nan_guard,
             )
             for s, u in enumerate(units)
         ]
