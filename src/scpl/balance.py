@@ -1,36 +1,74 @@
 """Stage balancing: split a model's units into K contiguous stages so the slowest stage is as fast
 as possible (a pipeline runs at the pace of its slowest stage).
 
-Per-unit costs come from timing (build the model with one unit per stage, time each stage's
-F/L/B/U with the recorder on the sequential executor) or from parameter counts. The result is a
-partition list (units per stage) for ``build_model(..., partition=...)`` / ``--partition``.
+Cost model: a stage holding units j..i-1 costs the sum of its units' *body* costs plus the cost of
+what is attached at its cut -- the local head and loss of the stage output of unit i-1 (for SCPL
+the projection head, whose size depends on where the cut is: an early cut sees a large feature
+map), or the classifier on the last stage. So each unit has two costs: ``body[i]`` and
+``head[i]`` (paid only if a stage ends after unit i).
+
+Costs come from timing or parameter counts:
+
+* ``time``: build the model with one unit per stage (K = number of units), time every op with the
+  recorder on the sequential executor, once under BP (F+B+U of the body only) and once under the
+  method (SCPL adds L, the head's backward and update); body = BP time, head = method - BP.
+* ``params``: body = the unit's parameters, head = the parameters attached at its cut.
+
+The result is a partition list (units per stage) for ``build_model(..., partition=...)`` /
+``--partition``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from scpl.errors import ConfigError
 
 BY = ("time", "params")
 
 
-def partition_min_max(costs: Sequence[float], num_stages: int) -> list[int]:
-    """Contiguous split of ``costs`` into ``num_stages`` non-empty groups minimising the largest
-    group sum (exact dynamic programme, O(K n^2)). Ties are broken by the smaller sum of squared
-    group sums (the more even split), then by the earlier cut."""
-    n = len(costs)
+@dataclass
+class UnitCosts:
+    """Per-unit body cost and the cost of a cut after each unit (seconds or parameters)."""
+
+    body: list[float]
+    head: list[float]
+    by: str = "time"
+
+    def stage_cost(self, start: int, stop: int) -> float:
+        """Cost of a stage holding units ``start .. stop-1``."""
+        return float(sum(self.body[start:stop])) + float(self.head[stop - 1])
+
+    def stage_costs(self, partition: Sequence[int]) -> list[float]:
+        out, start = [], 0
+        for p in partition:
+            out.append(self.stage_cost(start, start + p))
+            start += p
+        return out
+
+    @property
+    def totals(self) -> list[float]:
+        """Cost of each unit as its own stage."""
+        return [b + h for b, h in zip(self.body, self.head, strict=True)]
+
+
+def partition_min_max(costs: Sequence[float] | UnitCosts, num_stages: int) -> list[int]:
+    """Contiguous split into ``num_stages`` non-empty stages minimising the largest stage cost
+    (exact dynamic programme, O(K n^2)). ``costs`` is a list of additive unit costs or a
+    :class:`UnitCosts` (body + cut cost). Ties are broken by the smaller sum of squared stage
+    costs (the more even split), then by the earlier cut."""
+    if not isinstance(costs, UnitCosts):
+        costs = UnitCosts(list(costs), [0.0] * len(costs))
+    n = len(costs.body)
     if not 1 <= num_stages <= n:
         raise ConfigError(
             f"cannot split {n} units into {num_stages} stages; choose --stages between 1 and {n}"
         )
-    if any(c < 0 for c in costs):
+    if any(c < 0 for c in costs.body + costs.head):
         raise ConfigError("unit costs must be >= 0")
-    prefix = [0.0]
-    for c in costs:
-        prefix.append(prefix[-1] + float(c))
     inf = (float("inf"), float("inf"))
-    # best[k][i]: (max group sum, sum of squares) of the first i units in k groups.
+    # best[k][i]: (max stage cost, sum of squares) of the first i units in k stages.
     best = [[inf] * (n + 1) for _ in range(num_stages + 1)]
     cut = [[0] * (n + 1) for _ in range(num_stages + 1)]
     best[0][0] = (0.0, 0.0)
@@ -40,7 +78,7 @@ def partition_min_max(costs: Sequence[float], num_stages: int) -> list[int]:
                 prev = best[k - 1][j]
                 if prev[0] == float("inf"):
                     continue
-                g = prefix[i] - prefix[j]
+                g = costs.stage_cost(j, i)
                 cand = (max(prev[0], g), prev[1] + g * g)
                 if cand < best[k][i]:
                     best[k][i], cut[k][i] = cand, j
@@ -52,13 +90,11 @@ def partition_min_max(costs: Sequence[float], num_stages: int) -> list[int]:
     return sizes[::-1]
 
 
-def group_costs(costs: Sequence[float], partition: Sequence[int]) -> list[float]:
-    """Sum of unit costs per stage."""
-    out, start = [], 0
-    for p in partition:
-        out.append(float(sum(costs[start : start + p])))
-        start += p
-    return out
+def group_costs(costs: Sequence[float] | UnitCosts, partition: Sequence[int]) -> list[float]:
+    """Cost per stage of a partition."""
+    if not isinstance(costs, UnitCosts):
+        costs = UnitCosts(list(costs), [0.0] * len(costs))
+    return costs.stage_costs(partition)
 
 
 def num_units(model: str, input_shape: tuple[int, ...], num_classes: int = 10) -> int:
@@ -79,42 +115,54 @@ def unit_costs(
     steps: int = 2,
     warmup: int = 1,
     device: str = "cpu",
-) -> list[float]:
-    """Cost of each unit: seconds per training step (F+L+B+U, medians) of the unit run as its own
-    stage under ``method`` (``by='time'``; a unit's local head is included, so a merged stage is
-    slightly over-estimated), or its parameter count (``by='params'``)."""
+    measure=None,
+) -> UnitCosts:
+    """Body and cut costs of every unit (see the module docstring). ``measure(method, n,
+    partition)`` may supply op costs (e.g. a cache); default :func:`measure_op_costs`."""
     from scpl.emulate import measure_op_costs, stage_totals
+    from scpl.methods import MethodConfig, build_method
     from scpl.models import build_model
 
     if by not in BY:
         raise ConfigError(f"--by {by!r}: choose one of {', '.join(BY)}")
     n = num_units(model, input_shape, num_classes)
+    ones = [1] * n
     if by == "params":
-        m = build_model(model, input_shape, num_classes, n, width, [1] * n)
-        return [float(sum(p.numel() for p in st.parameters())) for st in m.stages]
-    costs = measure_op_costs(
-        model,
-        method,
-        n,
-        width,
-        input_shape,
-        num_classes,
-        batch_size,
-        steps,
-        warmup,
-        partition=[1] * n,
-        device=device,
-    )
-    return stage_totals(costs, n)
+        m = build_model(model, input_shape, num_classes, n, width, ones)
+        units = build_method(method, MethodConfig()).attach(m)
+        body = [float(sum(p.numel() for p in st.parameters())) for st in m.stages]
+        total = [float(sum(p.numel() for p in u.parameters())) for u in units]
+        return UnitCosts(body, [t - b for t, b in zip(total, body, strict=True)], by)
+
+    def _measure(meth: str) -> dict:
+        if measure is not None:
+            return measure(meth, n, ones)
+        return measure_op_costs(
+            model,
+            meth,
+            n,
+            width,
+            input_shape,
+            num_classes,
+            batch_size,
+            steps,
+            warmup,
+            partition=ones,
+            device=device,
+        )
+
+    bp = stage_totals(_measure("bp"), n)
+    if build_method(method).local:
+        full = stage_totals(_measure(method), n)
+        head = [max(0.0, f - b) for f, b in zip(full, bp, strict=True)]
+    else:
+        head = [0.0] * n
+    return UnitCosts(bp, head, by)
 
 
 def balance(
-    model: str,
-    num_stages: int,
-    by: str = "time",
-    costs: Sequence[float] | None = None,
-    **kw,
-) -> tuple[list[int], list[float]]:
+    model: str, num_stages: int, by: str = "time", costs: UnitCosts | None = None, **kw
+) -> tuple[list[int], UnitCosts]:
     """The min-max partition of ``model`` into ``num_stages`` stages and the unit costs used."""
-    costs = list(costs) if costs is not None else unit_costs(model, by, **kw)
+    costs = costs if costs is not None else unit_costs(model, by, **kw)
     return partition_min_max(costs, num_stages), costs

@@ -46,19 +46,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered models, methods, datasets, executors, recipes")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("bench", help="benchmarks that print tables")
-    p.add_argument(
-        "--step-ratio",
-        action="store_true",
-        help="one-device seconds per step of each method vs BP (round-robin timing)",
+    p = sub.add_parser(
+        "bench",
+        help="pipeline benchmarks (emulated devices, simulator, balancing, real compute)",
+        description="Without a part flag: every part (about 5 minutes on 2 vCPUs). Tables are "
+        "printed and written as CSV/JSON/Markdown (+ Gantt PNGs) under --out.",
+    )
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "profile",
+        help="timeline of a short run: Gantt PNG + Chrome/Perfetto trace (emulated, real or simulated)",
+    )
+    add_profile_arguments(p)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "balance", help="split a model into K stages minimising the slowest stage (--partition)"
     )
     p.add_argument("--model", default="vgg")
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--stages", type=int, default=4)
+    p.add_argument("--by", choices=("time", "params"), default="time", help="unit cost [time]")
+    p.add_argument("--method", default="scpl", help="method whose step is timed [scpl]")
+    p.add_argument("--width", type=float, default=0.5, help="width multiplier for timing [0.5]")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--input-shape", default="3,32,32")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2, help="timed steps per unit (median) [2]")
     p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("params", help="effective vs affiliated parameter counts per method")
     p.add_argument("--model", default=None, help="one model (default: all vision models)")
@@ -124,25 +140,262 @@ def launch_torchrun(nproc: int) -> int:
     )
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    from scpl.errors import ConfigError
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--input-shape {text!r} must be comma-separated integers, e.g. 3,32,32"
+        ) from None
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    from scpl.errors import ConfigError
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {text!r} must be comma-separated integers, e.g. 1,2,4,8"
+        ) from None
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    from scpl.bench import EQUAL_SPEC, PARTS
+
+    g = p.add_argument_group("what to run (default: every part)")
+    g.add_argument(
+        "--step-ratio",
+        action="store_true",
+        help="only: one-device seconds per step of each method vs BP (round-robin timing)",
+    )
+    g.add_argument(
+        "--project",
+        action="store_true",
+        help="only: project K-device throughput of every schedule from op costs measured on one "
+        "device (simulator)",
+    )
+    g.add_argument(
+        "--balance",
+        choices=("time", "params"),
+        action="append",
+        help="only: paper split vs the split balanced by measured time or parameter count "
+        "(repeatable)",
+    )
+    g.add_argument("--parts", default=None, help=f"comma-separated subset of {','.join(PARTS)}")
+    g.add_argument(
+        "--quick", action="store_true", help="seconds: equal stages, K=1,2, a few mini-batches"
+    )
+    g = p.add_argument_group("emulated pipeline")
+    g.add_argument(
+        "--emulate",
+        default=None,
+        help=f"per-op device time of the equal-stage suite, e.g. 'F=10ms,L=2ms,B=20ms,U=1ms' or "
+        f"per stage '0:F=10ms;1:F=12ms' [{EQUAL_SPEC}]",
+    )
+    g.add_argument(
+        "--transfer",
+        default="",
+        help="transfer cost added to every suite, e.g. send_act=1ms,recv_act=1ms",
+    )
+    g.add_argument("--stages", default=None, help="K values of the equal suite [1,2,4,8]")
+    g.add_argument("--steps", type=int, default=None, help="mini-batches per run [12]")
+    g = p.add_argument_group("measured model (vgg suite, --project, --balance, real compute)")
+    g.add_argument("--model", default="vgg")
+    g.add_argument(
+        "--width", type=float, default=None, help="real-compute rows [0.25; --step-ratio: 1.0]"
+    )
+    g.add_argument("--batch-size", type=int, default=128, help="real-compute rows [128]")
+    g.add_argument("--input-shape", default="3,32,32")
+    g.add_argument("--measure-width", type=float, default=None, help="op-cost timing width [0.5]")
+    g.add_argument("--measure-batch", type=int, default=None, help="op-cost timing batch [32]")
+    g.add_argument(
+        "--stage-ms",
+        type=float,
+        default=None,
+        help="vgg suite: scale measured costs so the slowest stage takes this long [50]",
+    )
+    g.add_argument("--rounds", type=int, default=3)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=int, default=1, help="torch intra-op threads [1]")
+    g.add_argument("--out", default="runs/bench", help="output directory [runs/bench]")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from scpl.bench import print_table, step_ratio
+    from scpl.bench import BenchOptions, print_table, run_bench, step_ratio
     from scpl.common import resolve_device
 
-    shape = tuple(int(v) for v in args.input_shape.split(","))
+    shape = _shape(args.input_shape)
     dev = str(resolve_device(args.device))
-    rows = step_ratio(
-        args.model,
-        batch_size=args.batch_size,
+    if args.step_ratio:
+        width = args.width if args.width is not None else 1.0
+        rows = step_ratio(
+            args.model,
+            batch_size=args.batch_size,
+            input_shape=shape,
+            width=width,
+            rounds=args.rounds,
+            device=dev,
+        )
+        print_table(
+            rows,
+            f"step time per method: {args.model} width {width}, batch {args.batch_size}, "
+            f"input {shape}, device {dev}, {args.rounds} rounds (median)",
+        )
+        if not (args.project or args.balance):
+            return 0
+    kw: dict = {}
+    for flag, key in (
+        ("emulate", "emulate"),
+        ("steps", "steps"),
+        ("width", "real_width"),
+        ("measure_width", "vgg_width"),
+        ("measure_batch", "vgg_batch"),
+        ("stage_ms", "vgg_stage_ms"),
+    ):
+        if getattr(args, flag) is not None:
+            kw[key] = getattr(args, flag)
+    if args.emulate is not None and args.emulate.strip().lower() == "measured":
+        from scpl.errors import ConfigError
+
+        raise ConfigError(
+            "scpl bench: measured op costs are the 'vgg' suite (--measure-width, --measure-batch, "
+            "--stage-ms) and --project; --emulate sets the equal-stage suite"
+        )
+    if args.stages:
+        kw["stages"] = _ints(args.stages, "--stages")
+    parts = None
+    if args.parts:
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    elif args.project or args.balance:
+        parts = (("project",) if args.project else ()) + (("balance",) if args.balance else ())
+    if parts:
+        kw["parts"] = parts
+    if args.balance:
+        kw["balance"] = tuple(dict.fromkeys(args.balance))
+    kw.update(
+        model=args.model,
         input_shape=shape,
-        width=args.width,
+        real_batch=args.batch_size,
         rounds=args.rounds,
         device=dev,
+        threads=args.threads,
+        out=args.out,
+        command="scpl " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
     )
-    print_table(
-        rows,
-        f"step time per method: {args.model} width {args.width}, batch {args.batch_size}, "
-        f"input {shape}, device {dev}, {args.rounds} rounds (median)",
+    opts = BenchOptions.quick(**kw) if args.quick else BenchOptions(**kw)
+    run_bench(opts)
+    return 0
+
+
+def add_profile_arguments(p: argparse.ArgumentParser) -> None:
+    from scpl.bench import EQUAL_SPEC
+
+    p.add_argument(
+        "--schedule",
+        default="scpl",
+        help="schedule, or several comma-separated for side-by-side panels (e.g. nmp,scpl) [scpl]",
     )
+    p.add_argument("--method", default="scpl", help="method of local-loss schedules [scpl]")
+    p.add_argument("--model", default="convnet")
+    p.add_argument("--stages", type=int, default=4)
+    p.add_argument("--micro-batches", type=int, default=0, help="gpipe schedules [K]")
+    p.add_argument("--steps", type=int, default=6, help="mini-batches [6]")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--input-shape", default="1,8,8")
+    p.add_argument("--executor", default="local", choices=("local", "sequential"))
+    p.add_argument(
+        "--emulate",
+        default=EQUAL_SPEC,
+        help="per-op device time SPEC (e.g. 'F=10ms,B=20ms;3:B=30ms'), 'measured' (time the "
+        "model's ops on one device, then run a tiny proxy with those durations) or 'none' "
+        f"(real compute) [{EQUAL_SPEC}]",
+    )
+    p.add_argument(
+        "--scale-ms",
+        type=float,
+        default=0.0,
+        help="with --emulate measured: scale so the slowest stage takes this long [as measured]",
+    )
+    p.add_argument(
+        "--simulate", action="store_true", help="no run: the simulator's timeline for the costs"
+    )
+    p.add_argument("--queue-depth", type=int, default=2)
+    p.add_argument(
+        "--torch-profiler", action="store_true", help="also write torch.profiler's Chrome trace"
+    )
+    p.add_argument("--out", default="runs/profile")
+    p.add_argument("--name", default="", help="file name stem [<schedules>-K<K>]")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads [1]")
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import torch
+
+    from scpl.profile import ProfileOptions, profile
+
+    torch.set_num_threads(args.threads)
+    opts = ProfileOptions(
+        schedules=tuple(s.strip() for s in args.schedule.split(",") if s.strip()),
+        model=args.model,
+        method=args.method,
+        stages=args.stages,
+        micro_batches=args.micro_batches,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        width=args.width,
+        input_shape=_shape(args.input_shape),
+        executor=args.executor,
+        emulate=args.emulate,
+        scale_ms=args.scale_ms,
+        simulate=args.simulate,
+        queue_depth=args.queue_depth,
+        torch_profiler=args.torch_profiler,
+        out=args.out,
+        name=args.name,
+        device=args.device,
+    )
+    profile(opts)
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    import torch
+
+    from scpl.balance import partition_min_max, unit_costs
+    from scpl.models import build_model
+
+    torch.set_num_threads(1)
+    shape = _shape(args.input_shape)
+    costs = unit_costs(
+        args.model,
+        args.by,
+        shape,
+        width=args.width,
+        method=args.method,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        device=args.device,
+    )
+    part = partition_min_max(costs, args.stages)
+    default = build_model(args.model, shape, 10, args.stages, args.width).partition
+    if args.by == "time":
+        unit, show = "ms", lambda cs: ", ".join(f"{c * 1e3:.1f}" for c in cs)
+    else:
+        unit, show = "params", lambda cs: ", ".join(f"{int(c):,}" for c in cs)
+    print(
+        f"# {args.model}: {len(costs.body)} units, cost by {args.by} ({unit}); a stage costs its "
+        "units' bodies plus the head/loss at its cut"
+    )
+    print(f"unit body costs: {show(costs.body)}")
+    print(f"cut costs:       {show(costs.head)}")
+    for label, p in (("default split:", default), ("balanced split:", part)):
+        print(f"{label:16s} {','.join(map(str, p)):12s} stage costs {show(costs.stage_costs(p))}")
+    print(f"--partition {','.join(map(str, part))}")
     return 0
 
 

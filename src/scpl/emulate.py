@@ -155,10 +155,12 @@ def stage_totals(costs: Costs, num_stages: int, kinds: Sequence[str] = WORK_OPS)
     return [sum(costs.get(s, {}).get(k, 0.0) for k in kinds) for s in range(num_stages)]
 
 
-def costs_from_events(events, skip_batches: int = 1) -> Costs:
-    """Per-(stage, op) costs from a recorded timeline: the median duration of work ops (they never
-    block) and the minimum of transfers (their recorded span includes waiting for the peer).
-    Events of the first ``skip_batches`` batches (warm-up) and of eval (batch < 0) are dropped."""
+def costs_from_events(events, skip_batches: int = 1, base: Costs | None = None) -> Costs:
+    """Per-(stage, op) costs from a recorded timeline: the mean span of work ops (they never
+    block; the mean, not the median, because a pipeline's critical path adds spans up) and, for
+    transfers, ``base[stage][op]`` when given (their recorded span includes waiting for the peer,
+    and under BP a receive always waits) else their shortest span. Events of the first
+    ``skip_batches`` batches (warm-up) and of eval (batch < 0) are dropped."""
     by: dict[tuple[int, str], list[float]] = {}
     for e in events:
         if e.batch < skip_batches:
@@ -166,7 +168,11 @@ def costs_from_events(events, skip_batches: int = 1) -> Costs:
         by.setdefault((e.stage, e.kind), []).append(e.end - e.start)
     out: Costs = {}
     for (s, k), d in sorted(by.items()):
-        out.setdefault(s, {})[k] = min(d) if k in COMM_OPS else statistics.fmean(d)
+        if k in COMM_OPS:
+            v = (base or {}).get(s, {}).get(k, 0.0) if base is not None else min(d)
+        else:
+            v = statistics.fmean(d)
+        out.setdefault(s, {})[k] = v
     return out
 
 

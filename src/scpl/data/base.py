@@ -64,6 +64,10 @@ class RawData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    # Text only: true sequence lengths (int64 [N], each >= 1) of the padded token ids.
+    train_lengths: torch.Tensor | None = None
+    test_lengths: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)  # copied into DataBundle.extra (e.g. the vocab)
 
 
 @dataclass
@@ -173,7 +177,7 @@ def split_train_val(raw: RawData, val_fraction: float, seed: int) -> tuple[Split
     """Carve a class-stratified validation split out of the training set (deterministic)."""
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction} must be in [0, 1); e.g. --val-fraction 0.1")
-    train = Split(raw.train_x, raw.train_y, getattr(raw, "train_lengths", None))
+    train = Split(raw.train_x, raw.train_y, raw.train_lengths)
     if val_fraction == 0.0:
         empty = torch.zeros(0, dtype=torch.long)
         return train, train.subset(empty)
@@ -213,7 +217,7 @@ def load_dataset(
     check_labels(raw.train_y, raw.num_classes, f"{name} train")
     check_labels(raw.test_y, raw.num_classes, f"{name} test")
     train, val = split_train_val(raw, val_fraction, seed)
-    test = Split(raw.test_x, raw.test_y, getattr(raw, "test_lengths", None))
+    test = Split(raw.test_x, raw.test_y, raw.test_lengths)
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     if spec.kind == "image":
@@ -230,4 +234,5 @@ def load_dataset(
         kind=spec.kind,
         mean=mean,
         std=std,
+        extra=dict(raw.extra),
     )

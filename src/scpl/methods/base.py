@@ -73,6 +73,15 @@ class StageUnit(nn.Module):
     def forward(self, x):
         return self.body(x)
 
+    def forward_train(self, x, y: torch.Tensor):
+        """Training forward (F op). Methods whose stages also transform targets (AL) override
+        this; the default is the inference forward."""
+        return self(x)
+
+    def to_next(self, out):
+        """What the next stage receives from this stage's training output (default: all of it)."""
+        return out
+
     def features(self, out) -> torch.Tensor:
         return self._features(self.index, out)
 

@@ -25,9 +25,23 @@ from scpl.parallel.base import EXECUTORS, Executor, ExecutorOptions, MetricSink,
 from scpl.parallel.runner import Channel, Recorder, StageRunner, act_tensor, split_micro
 from scpl.parallel.schedules import Op, resolve_schedule
 
-TAG_HEADER, TAG_ACT, TAG_LABEL, TAG_GRAD, TAG_TOKEN = 1, 2, 3, 4, 5
+TAG_HEADER, TAG_ACT, TAG_GRAD, TAG_TOKEN = 1, 2, 4, 5
 KIND_TRAIN, KIND_EVAL, KIND_STOP = 0, 1, 2
-HEADER_LEN = 4  # [kind, batch, micro-batch, batch size]
+# Header: [kind, batch, micro-batch, number of tensors, then per tensor: dtype code, ndim,
+# up to MAX_DIMS sizes]. Activations may be tuples (text: (hidden, lengths)) of any shape, so
+# every message describes itself and batch size / sequence length may vary per batch.
+MAX_TENSORS, MAX_DIMS = 4, 5
+HEADER_LEN = 4 + MAX_TENSORS * (2 + MAX_DIMS)
+DTYPES = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int64,
+    torch.int32,
+    torch.bool,
+    torch.uint8,
+]
 
 
 class DistChannel(Channel):
@@ -63,15 +77,26 @@ class DistChannel(Channel):
         while self.pending:
             self._wait_oldest()
 
-    def send_header(self, kind: int, batch: int, mb: int, n: int) -> None:
-        h = torch.tensor([kind, batch, mb, n], dtype=torch.int64, device=self._comm_device)
-        self._isend(h, self.rank + 1, TAG_HEADER)
+    def send_header(self, kind: int, batch: int, mb: int, tensors: list[torch.Tensor]) -> None:
+        h = [0] * HEADER_LEN
+        h[:4] = [kind, batch, mb, len(tensors)]
+        if len(tensors) > MAX_TENSORS:
+            raise ValueError(f"an activation may hold at most {MAX_TENSORS} tensors")
+        for i, t in enumerate(tensors):
+            if t.dim() > MAX_DIMS:
+                raise ValueError(f"activations may have at most {MAX_DIMS} dims, got {t.dim()}")
+            base = 4 + i * (2 + MAX_DIMS)
+            h[base : base + 2 + t.dim()] = [DTYPES.index(t.dtype), t.dim(), *t.shape]
+        self._isend(
+            torch.tensor(h, dtype=torch.int64, device=self._comm_device), self.rank + 1, TAG_HEADER
+        )
 
     def send_act(self, stage, batch, mb, act, y, kind=KIND_TRAIN):
-        t = act_tensor(act)
-        self.send_header(kind, batch, mb, int(t.shape[0]))
-        self._isend(t.to(self.act_dtype), self.rank + 1, TAG_ACT)
-        self._isend(y.to(self._comm_device, torch.int64), self.rank + 1, TAG_LABEL)
+        tensors = list(act) if isinstance(act, tuple) else [act]
+        tensors.append(y)  # labels travel with the activation
+        self.send_header(kind, batch, mb, tensors)
+        for t in tensors:
+            self._isend(t.to(self._comm_device), self.rank + 1, TAG_ACT)
 
     def send_grad(self, stage, batch, mb, grad):
         self._isend(grad, self.rank - 1, TAG_GRAD)
@@ -86,35 +111,37 @@ class DistChannel(Channel):
         h = torch.empty(HEADER_LEN, dtype=torch.int64, device=self._comm_device)
         self._next_header = (dist.irecv(h, self.rank - 1, tag=TAG_HEADER), h)
 
-    def recv_header(self) -> tuple[int, int, int, int]:
+    def recv_header(self) -> tuple[int, int, int, list]:
         if self._next_header is None:
             self.post_header_recv()
         work, h = self._next_header
         self.peer = self.rank - 1
         work.wait()
         self._next_header = None
-        kind, batch, mb, n = (int(v) for v in h.tolist())
-        return kind, batch, mb, n
+        v = [int(a) for a in h.tolist()]
+        specs = []
+        for i in range(v[3]):
+            base = 4 + i * (2 + MAX_DIMS)
+            dtype, ndim = DTYPES[v[base]], v[base + 1]
+            specs.append((dtype, tuple(v[base + 2 : base + 2 + ndim])))
+        self.last_kind = v[0]
+        return v[0], v[1], v[2], specs
 
     def recv_act(self, stage, batch, mb):
-        kind, b, m, n = self.recv_header()
-        self.last_kind = kind
+        kind, b, m, specs = self.recv_header()
         if kind == KIND_STOP:
             raise EOFError
-        x = torch.empty(
-            (n, *self.sample_shapes[stage - 1]), dtype=self.act_dtype, device=self._comm_device
-        )
-        y = torch.empty(n, dtype=torch.int64, device=self._comm_device)
-        wx = dist.irecv(x, self.rank - 1, tag=TAG_ACT)
-        wy = dist.irecv(y, self.rank - 1, tag=TAG_LABEL)
+        bufs = [torch.empty(shape, dtype=dt, device=self._comm_device) for dt, shape in specs]
+        works = [dist.irecv(t, self.rank - 1, tag=TAG_ACT) for t in bufs]
         self.post_header_recv()  # double buffering: the next header can land while we compute
-        wx.wait()
-        wy.wait()
+        for w in works:
+            w.wait()
         if kind == KIND_TRAIN:
             assert (b, m) == (batch, mb), (
                 f"rank {self.rank} expected batch {batch}.{mb}, got {b}.{m}"
             )
-        return x, y
+        *act, y = bufs
+        return (tuple(act) if len(act) > 1 else act[0]), y
 
     def recv_grad(self, stage, batch, mb):
         g = torch.empty(self.grad_shape(mb), dtype=self.act_dtype, device=self._comm_device)
@@ -343,7 +370,7 @@ class DistExecutor(Executor):
         ):
             ch.token_recv(self._last_owner)  # the token the last batch handed back
         if self.rank < self.num_stages - 1:
-            ch.send_header(KIND_STOP, -1, 0, 0)
+            ch.send_header(KIND_STOP, -1, 0, [])
         if self.rank > 0:
             kind = ch.recv_header()[0]
             assert kind == KIND_STOP, (

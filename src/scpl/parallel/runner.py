@@ -69,9 +69,9 @@ class Channel:
 
 
 def detach_act(act):
-    """Detach an activation (a tensor, or a tuple whose first element is the tensor)."""
+    """Detach an activation (a tensor, or a tuple of tensors whose first one is the main one)."""
     if isinstance(act, tuple):
-        return (act[0].detach(),) + tuple(act[1:])
+        return tuple(a.detach() if torch.is_tensor(a) else a for a in act)
     return act.detach()
 
 
@@ -190,11 +190,11 @@ class StageRunner:
 
     def _op_F(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
-        m.out = self.unit(m.x)
+        m.out = self.unit.forward_train(m.x, m.y)
 
     def _op_send_act(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
-        ch.send_act(self.stage, self._batch, mb, detach_act(m.out), m.y)
+        ch.send_act(self.stage, self._batch, mb, detach_act(self.unit.to_next(m.out)), m.y)
 
     def _op_L(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]

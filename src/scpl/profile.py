@@ -1,0 +1,204 @@
+"""``scpl profile``: the timeline of a short pipelined run as a Gantt chart and a trace.
+
+Runs a few mini-batches of one or more schedules (emulated device time, real compute, or only
+the simulator) with the recorder on, then writes ``<name>.png`` (one Gantt panel per schedule,
+on a shared time axis: NMP next to SCPL shows the pipelining at a glance), ``<name>.trace.json``
+(Chrome/Perfetto: chrome://tracing or ui.perfetto.dev), ``<name>.events.json`` (the raw events)
+and, with ``torch_profiler``, ``<name>-<schedule>.torch.json`` (torch.profiler's own trace).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scpl.errors import ConfigError
+
+
+@dataclass
+class ProfileOptions:
+    schedules: Sequence[str] = ("scpl",)
+    model: str = "convnet"
+    method: str = "scpl"
+    stages: int = 4
+    micro_batches: int = 0  # 0: K for scpl-gpipe/gpipe, 1 otherwise
+    steps: int = 6
+    batch_size: int = 16
+    width: float = 0.125
+    input_shape: tuple[int, ...] = (1, 8, 8)
+    executor: str = "local"
+    emulate: str = "F=15ms,L=3ms,B=30ms,U=2ms"
+    scale_ms: float = 0.0  # measured costs: scale so the slowest stage takes this long (0: as is)
+    simulate: bool = False
+    queue_depth: int = 2
+    torch_profiler: bool = False
+    out: str = "runs/profile"
+    name: str = ""
+    device: str = "cpu"
+    warmup: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+def _resolve_schedule(name: str, method: str) -> tuple[str, str]:
+    """(schedule, method): 'auto' follows the method; nmp/gpipe run BP, scpl/scpl-gpipe run
+    ``method`` if it has local losses (else scpl)."""
+    from scpl.parallel import SCHEDULES
+
+    local = _is_local(method)
+    if name == "auto":
+        name = "scpl" if local else "nmp"
+    sched = SCHEDULES.get(name)
+    if sched.local is False:
+        return name, "bp"
+    if sched.local is True and not local:
+        return name, "scpl"
+    return name, method
+
+
+def profile(opts: ProfileOptions, log=print) -> dict:
+    """Run (or simulate) each schedule, write the figures; returns paths and summary rows."""
+    from scpl.bench import Proxy, format_table, run_emulated
+    from scpl.emulate import (
+        measure_op_costs,
+        parse_emulate,
+        per_micro,
+        scale_costs,
+        stage_totals,
+    )
+    from scpl.parallel.simulate import SimResult, compare, simulate
+    from scpl.timeline import write_gantt, write_trace
+
+    K = opts.stages
+    if K < 1 or opts.steps < 1:
+        raise ConfigError("--stages and --steps must be >= 1")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = opts.name or f"{'-vs-'.join(opts.schedules)}-K{K}"
+    measured = opts.emulate.strip().lower() == "measured"
+    proxy = Proxy(opts.model, opts.width, tuple(opts.input_shape), opts.batch_size)
+    if measured:
+        proxy = Proxy(batch_size=opts.batch_size if opts.batch_size <= 64 else 16)
+    panels, rows, costs_by = [], [], {}
+    for sched_name in opts.schedules:
+        schedule, method = _resolve_schedule(sched_name, opts.method)
+        micro = schedule in ("scpl-gpipe", "gpipe")
+        m = (opts.micro_batches or K) if micro else 1
+        if proxy.batch_size % m:
+            raise ConfigError(
+                f"--micro-batches {m} does not divide --batch-size {proxy.batch_size}; choose a "
+                "divisor"
+            )
+        if measured:
+            log(
+                f"profile: measuring {opts.model} w={opts.width} {tuple(opts.input_shape)} batch "
+                f"{opts.batch_size} ({method}, K={K}) op times on {opts.device}"
+            )
+            costs = measure_op_costs(
+                opts.model,
+                method,
+                K,
+                opts.width,
+                tuple(opts.input_shape),
+                batch_size=opts.batch_size,
+                device=opts.device,
+            )
+            costs = {s: {k: v for k, v in d.items() if k in "FLBU"} for s, d in costs.items()}
+            if opts.scale_ms > 0:
+                costs = scale_costs(costs, opts.scale_ms * 1e-3 / max(stage_totals(costs, K)))
+        else:
+            costs = parse_emulate(opts.emulate, K)
+        emulate = per_micro(costs, m)
+        costs_by[schedule] = emulate
+        local = _is_local(method)
+        if opts.simulate:
+            if not emulate:
+                raise ConfigError("--simulate needs op durations: give --emulate SPEC or measured")
+            sim = simulate(schedule, K, emulate, opts.steps, m, local, opts.queue_depth)
+            events, row = sim.events, {}
+        else:
+            executor = "sequential" if schedule == "sequential" else opts.executor
+            if executor == "dist":
+                raise ConfigError("scpl profile runs the local or sequential executor")
+            torch_trace = (
+                str(out / f"{name}-{schedule}.torch.json") if opts.torch_profiler else None
+            )
+            res = run_emulated(
+                executor,
+                schedule,
+                method,
+                K,
+                m,
+                emulate or None,
+                opts.steps,
+                proxy,
+                opts.queue_depth,
+                torch_profiler=torch_trace,
+            )
+            events = res.events
+            row = {"executor": executor}
+            if emulate:
+                sim = simulate(schedule, K, emulate, opts.steps, m, local, opts.queue_depth)
+                c = compare(events, sim.events, opts.warmup)
+                row["sim_makespan_err_pct"] = 100 * c["makespan_rel_err"]
+                row["sim_same_order"] = c["same_order"]
+        sr = SimResult(events, K, opts.steps)
+        rows.append(
+            {
+                "schedule": schedule,
+                "method": method,
+                "K": K,
+                "m": m,
+                **row,
+                "makespan_ms": sr.makespan * 1e3,
+                "iter_latency_ms": sr.latency() * 1e3,
+                "samples_per_s": sr.steady_rate(opts.warmup) * proxy.batch_size,
+            }
+        )
+        title = f"{schedule} ({method}, K={K}" + (f", m={m}" if m > 1 else "") + ")"
+        panels.append((title, events))
+    if opts.simulate:
+        what = "simulated"
+    else:
+        what = "emulated" if any(costs_by.values()) else "real"
+    if what == "real":
+        subtitle = f"{opts.model}, real compute on {opts.device}"
+    elif measured:
+        subtitle = f"op costs measured on {opts.model}"
+    else:
+        subtitle = f"op costs {opts.emulate}"
+    png = write_gantt(
+        panels,
+        out / f"{name}.png",
+        f"{what} timeline, {opts.steps} mini-batches: {subtitle}",
+        costs=_merge_costs(costs_by) if what != "real" else None,
+    )
+    trace = write_trace(panels, out / f"{name}.trace.json", {"rows": rows})
+    ev_path = out / f"{name}.events.json"
+    ev_path.write_text(
+        json.dumps({title: [vars(e) for e in ev] for title, ev in panels}, indent=None)
+    )
+    log(format_table(rows, f"profile {name}"))
+    paths = {"png": str(png), "trace": str(trace), "events": str(ev_path)}
+    if opts.torch_profiler and not opts.simulate:
+        paths["torch"] = [str(out / f"{name}-{r['schedule']}.torch.json") for r in rows]
+    for k, v in paths.items():
+        log(f"profile: {k} -> {v}")
+    return {"paths": paths, "rows": rows}
+
+
+def _is_local(method: str) -> bool:
+    from scpl.methods import METHODS
+
+    return METHODS.get(method).local
+
+
+def _merge_costs(costs_by: dict) -> dict | None:
+    """Transfer costs to split waits off in the Gantt chart: the same for every schedule here."""
+    merged: dict = {}
+    for c in costs_by.values():
+        for s, d in c.items():
+            for k, v in d.items():
+                merged.setdefault(s, {}).setdefault(k, v)
+    return merged
