@@ -147,6 +147,7 @@ class Proxy:
     head: str = "linear"
     proj_dim: int = 32
     num_classes: int = 10
+    model_kwargs: dict = field(default_factory=dict)  # e.g. vocab_size for text models
 
 
 def method_for(schedule: str, method: str = "scpl") -> str:
@@ -171,7 +172,13 @@ def make_executor(
     proxy = proxy or Proxy()
     torch.manual_seed(seed)
     model = build_model(
-        proxy.model, proxy.input_shape, proxy.num_classes, num_stages, proxy.width, partition
+        proxy.model,
+        proxy.input_shape,
+        proxy.num_classes,
+        num_stages,
+        proxy.width,
+        partition,
+        **proxy.model_kwargs,
     )
     meth = build_method(method, MethodConfig(head=proxy.head, proj_dim=proxy.proj_dim))
     return EXECUTORS.get(executor)(
@@ -190,14 +197,16 @@ def make_executor(
     )
 
 
-def make_batches(
-    steps: int, proxy: Proxy, seed: int = 0
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_batches(steps: int, proxy: Proxy, seed: int = 0) -> list:
+    """``steps`` random batches for the proxy (images or, for a (T,) input shape, text)."""
+    from scpl.emulate import synthetic_batch
+
     g = torch.Generator().manual_seed(seed)
-    n = proxy.batch_size
-    # Every class appears at least twice so SupCon has positives in every micro-batch.
-    y = torch.arange(n) % max(1, min(proxy.num_classes, n // 2))
-    return [(torch.randn(n, *proxy.input_shape, generator=g), y.clone()) for _ in range(steps)]
+    vocab = proxy.model_kwargs.get("vocab_size", 1000)
+    return [
+        synthetic_batch(proxy.input_shape, proxy.batch_size, proxy.num_classes, g, vocab)
+        for _ in range(steps)
+    ]
 
 
 @dataclass

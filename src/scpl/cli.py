@@ -305,7 +305,8 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=6, help="mini-batches [6]")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--width", type=float, default=0.125)
-    p.add_argument("--input-shape", default="1,8,8")
+    p.add_argument("--input-shape", default="1,8,8", help="C,H,W or, for text models, T [1,8,8]")
+    p.add_argument("--vocab-size", type=int, default=2000, help="text models [2000]")
     p.add_argument("--executor", default="local", choices=("local", "sequential"))
     p.add_argument(
         "--emulate",
@@ -339,6 +340,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from scpl.profile import ProfileOptions, profile
 
     torch.set_num_threads(args.threads)
+    shape = _shape(args.input_shape)
     opts = ProfileOptions(
         schedules=tuple(s.strip() for s in args.schedule.split(",") if s.strip()),
         model=args.model,
@@ -348,7 +350,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         width=args.width,
-        input_shape=_shape(args.input_shape),
+        input_shape=shape,
         executor=args.executor,
         emulate=args.emulate,
         scale_ms=args.scale_ms,
@@ -358,6 +360,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         out=args.out,
         name=args.name,
         device=args.device,
+        model_kwargs={"vocab_size": args.vocab_size} if len(shape) == 1 else {},
     )
     profile(opts)
     return 0

@@ -176,6 +176,30 @@ def costs_from_events(events, skip_batches: int = 1, base: Costs | None = None) 
     return out
 
 
+def synthetic_batch(
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    num_classes: int = 10,
+    generator=None,
+    vocab_size: int = 1000,
+):
+    """A random training batch (x, y) for a model's input shape: images ``(C, H, W)`` give a
+    float tensor; text ``(T,)`` gives ``(tokens, lengths)`` (padded with 0, the longest row full
+    length). Labels cycle through the classes, so every class present has positives."""
+    import torch
+
+    n = batch_size
+    y = torch.arange(n) % max(1, min(num_classes, n // 2))
+    if len(input_shape) == 1:
+        t = input_shape[0]
+        tokens = torch.randint(2, max(3, vocab_size), (n, t), generator=generator)
+        lengths = torch.randint(1, t + 1, (n,), generator=generator)
+        lengths[0] = t
+        tokens[torch.arange(t).expand(n, t) >= lengths[:, None]] = 0
+        return (tokens, lengths), y
+    return torch.randn(n, *input_shape, generator=generator), y
+
+
 def measure_op_costs(
     model: str = "vgg",
     method: str = "scpl",
@@ -192,6 +216,7 @@ def measure_op_costs(
     head: str = "mlp",
     proj_dim: int = 1024,
     seed: int = 0,
+    model_kwargs: dict | None = None,
 ) -> Costs:
     """Time each op of each stage of the real model on one device: the sequential executor with
     a recorder runs ``warmup + steps`` training steps; returns the median per (stage, op).
@@ -204,7 +229,8 @@ def measure_op_costs(
 
     dev = torch.device(device)
     torch.manual_seed(seed)
-    m = build_model(model, input_shape, num_classes, num_stages, width, partition)
+    kw = dict(model_kwargs or {})
+    m = build_model(model, input_shape, num_classes, num_stages, width, partition, **kw)
     meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim))
     ex = EXECUTORS.get("sequential")(
         meth.attach(m),
@@ -215,8 +241,9 @@ def measure_op_costs(
         method,
     )
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, *input_shape, generator=g).to(dev)
-    y = (torch.arange(batch_size) % num_classes).to(dev)  # every class has positives
+    x, y = synthetic_batch(input_shape, batch_size, num_classes, g, kw.get("vocab_size", 1000))
+    x = tuple(t.to(dev) for t in x) if isinstance(x, tuple) else x.to(dev)
+    y = y.to(dev)
     try:
         for _ in range(warmup + steps):
             ex.submit(x, y)

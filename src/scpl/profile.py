@@ -38,7 +38,7 @@ class ProfileOptions:
     name: str = ""
     device: str = "cpu"
     warmup: int = 1
-    extra: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)  # e.g. vocab_size for text models
 
 
 def _resolve_schedule(name: str, method: str) -> tuple[str, str]:
@@ -77,7 +77,13 @@ def profile(opts: ProfileOptions, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     name = opts.name or f"{'-vs-'.join(opts.schedules)}-K{K}"
     measured = opts.emulate.strip().lower() == "measured"
-    proxy = Proxy(opts.model, opts.width, tuple(opts.input_shape), opts.batch_size)
+    proxy = Proxy(
+        opts.model,
+        opts.width,
+        tuple(opts.input_shape),
+        opts.batch_size,
+        model_kwargs=dict(opts.model_kwargs),
+    )
     if measured:
         proxy = Proxy(batch_size=opts.batch_size if opts.batch_size <= 64 else 16)
     panels, rows, costs_by = [], [], {}
@@ -103,6 +109,7 @@ def profile(opts: ProfileOptions, log=print) -> dict:
                 tuple(opts.input_shape),
                 batch_size=opts.batch_size,
                 device=opts.device,
+                model_kwargs=opts.model_kwargs,
             )
             costs = {s: {k: v for k, v in d.items() if k in "FLBU"} for s, d in costs.items()}
             if opts.scale_ms > 0:
