@@ -43,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("experiment", help="run a grid over seeds and write mean ± std tables")
+    p.add_argument("name", help="experiment name (see `scpl list`)")
+    p.add_argument("--trials", type=int, default=3, help="seeds per (model, method) [3]")
+    p.add_argument("--out", default=None, help="output dir [docs/results/<name>]")
+    p.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    p.add_argument("--models", default=None, help="comma-separated subset of models")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field for every run (repeatable)",
+    )
+    p.set_defaults(func=cmd_experiment)
+
     p = sub.add_parser("list", help="list registered models, methods, datasets, executors, recipes")
     p.set_defaults(func=cmd_list)
 
@@ -402,6 +417,26 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scpl.config import parse_overrides
+    from scpl.experiment import run_experiment
+
+    out = Path(args.out or f"docs/results/{args.name}")
+    table = run_experiment(
+        args.name,
+        args.trials,
+        out,
+        parse_overrides(args.set),
+        tuple(args.methods.split(",")) if args.methods else None,
+        tuple(args.models.split(",")) if args.models else None,
+    )
+    print((out / "table.md").read_text())
+    print(f"wrote {out}/table.md, table.csv, runs.jsonl ({len(table['cells'])} cells)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from scpl.config import RECIPES
     from scpl.data import DATASETS
@@ -419,6 +454,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for name in reg.names():
             print(f"  {name:16s} {reg.describe(name)}")
+    from scpl.experiment import EXPERIMENTS
+
+    print("experiments:")
+    for name, e in EXPERIMENTS.items():
+        print(f"  {name:16s} {'/'.join(e.models)} x {'/'.join(e.methods)} (recipe {e.recipe})")
     print("recipes:")
     paper = [r for r in RECIPES if r.startswith("paper-")]
     for r in sorted(set(RECIPES) - set(paper)):

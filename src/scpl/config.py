@@ -237,3 +237,24 @@ def make_config(
     cfg = cls(**values)
     cfg.validate()
     return cfg
+
+
+def parse_overrides(items: list[str], cls: type = TrainConfig) -> dict:
+    """Parse FIELD=VALUE strings into typed config overrides."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_config_arguments(parser, cls)
+    argv: list[str] = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: use FIELD=VALUE, e.g. --set epochs=5")
+        k, v = item.split("=", 1)
+        argv += ["--" + k.strip().replace("_", "-"), v]
+    try:
+        ns, unknown = parser.parse_known_args(argv)
+    except SystemExit:
+        raise ConfigError(
+            f"bad --set values {items}; see `scpl train --help` for the fields"
+        ) from None
+    if unknown:
+        raise ConfigError(f"unknown config field in --set: {' '.join(unknown)}")
+    return {k: v for k, v in vars(ns).items() if v is not None}
