@@ -25,8 +25,20 @@ def make_units(
     return meth.attach(m), meth
 
 
-def make_batches(num_steps=3, batch=16, input_shape=(1, 8, 8), seed=123, num_classes=4):
+TEXT_MODELS = ("lstm", "transformer")
+
+
+def make_batches(num_steps=3, batch=16, input_shape=(1, 8, 8), seed=123, num_classes=4, text=False):
     g = torch.Generator().manual_seed(seed)
+    if text:  # (tokens, lengths) with variable lengths; id 0 is padding
+        t = input_shape[0]
+        out = []
+        for _ in range(num_steps):
+            lengths = torch.randint(1, t + 1, (batch,), generator=g)
+            tokens = torch.randint(2, 50, (batch, t), generator=g)
+            tokens[torch.arange(t).view(1, -1) >= lengths.view(-1, 1)] = 0
+            out.append(((tokens, lengths), torch.randint(0, num_classes, (batch,), generator=g)))
+        return out
     return [
         (
             torch.randn(batch, *input_shape, generator=g),
@@ -50,6 +62,11 @@ def run_executor(
     record=False,
     **kw,
 ):
+    text = model in TEXT_MODELS
+    if text:
+        input_shape = (12,)
+        kw = dict(dict(vocab_size=50, embed_dim=24, dropout=0.0) if model == "transformer"
+                  else dict(vocab_size=50, embed_dim=24), **kw)
     units, meth = make_units(model, method, stages, input_shape=input_shape, **kw)
     ex = EXECUTORS.get(executor)(
         units,
@@ -60,13 +77,13 @@ def run_executor(
         method,
     )
     try:
-        for x, y in make_batches(steps, batch, input_shape):
+        for x, y in make_batches(steps, batch, input_shape, text=text):
             ex.submit(x, y)
         ex.flush()
         states = [{k: v.clone() for k, v in st.items()} for st in ex.unit_states()]
         metrics = ex.collect()
         ex.train(False)
-        correct, total = ex.evaluate(make_batches(1, batch, input_shape, seed=7))
+        correct, total = ex.evaluate(make_batches(1, batch, input_shape, seed=7, text=text))
     finally:
         ex.close()
     return states, metrics, (correct, total), ex

