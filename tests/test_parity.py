@@ -173,3 +173,11 @@ def test_units_keep_stage_boundaries_under_local_executor():
 
     assert not detach_act(out0).requires_grad
     assert torch.is_tensor(out0)
+
+
+def test_parity_dist_al_trains_and_evaluates(tmp_path):
+    """AL's last stage needs every decoder at inference: dist ships them before evaluation."""
+    ref, _, ref_acc, _ = run_executor("sequential", "sequential", method="al", stages=3)
+    results = run_dist(3, tmp_path, schedule="scpl", method="al", stages=3)
+    assert_states_equal(ref, [r["state"] for r in results])
+    assert all(r["acc"] == ref_acc for r in results)

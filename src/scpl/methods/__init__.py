@@ -1,6 +1,6 @@
 """Registered learning methods. Importing this package registers every method."""
 
-from scpl.methods import local  # noqa: F401  (registers methods)
+from scpl.methods import al, local  # noqa: F401  (registers methods)
 from scpl.methods.base import (
     METHODS,
     Method,

@@ -93,6 +93,15 @@ class StageUnit(nn.Module):
     def loss(self, out, y: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def inference_export(self) -> nn.Module | None:
+        """A module of this stage that the *last* stage needs at inference (AL's decoders);
+        executors that keep stages in separate processes ship its weights there."""
+        return None
+
+    def link_exports(self, modules: list[nn.Module | None]) -> None:
+        """Last stage only: receive the other stages' ``inference_export`` modules (in stage
+        order) for use in ``predict``."""
+
     def effective_parameters(self):
         """Parameters used at inference (stage body and classifier)."""
         yield from self.body.parameters()

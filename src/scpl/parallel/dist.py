@@ -25,7 +25,7 @@ from scpl.parallel.base import EXECUTORS, Executor, ExecutorOptions, MetricSink,
 from scpl.parallel.runner import Channel, Recorder, StageRunner, act_tensor, split_micro
 from scpl.parallel.schedules import Op, resolve_schedule
 
-TAG_HEADER, TAG_ACT, TAG_GRAD, TAG_TOKEN = 1, 2, 4, 5
+TAG_HEADER, TAG_ACT, TAG_GRAD, TAG_TOKEN, TAG_EXPORT = 1, 2, 4, 5, 6
 KIND_TRAIN, KIND_EVAL, KIND_STOP = 0, 1, 2
 # Header: [kind, batch, micro-batch, number of tensors, then per tensor: dtype code, ndim,
 # up to MAX_DIMS sizes]. Activations may be tuples (text: (hidden, lengths)) of any shape, so
@@ -225,10 +225,27 @@ class DistExecutor(Executor):
         unit = units[self.rank]
         sample_shapes = [u.out_shape for u in units]
         dtype = next(unit.parameters()).dtype
+        # The last stage may need modules of other stages at inference (AL's decoders): keep
+        # private copies on the last rank, refreshed from their owners before each evaluation.
+        import copy
+
+        exports = [u.inference_export() for u in units]
+        self._export_copies: list = []
+        if self.rank == K - 1 and any(e is not None for e in exports[:-1]):
+            self._export_copies = [
+                copy.deepcopy(e) if e is not None else None for e in exports[:-1]
+            ]
+            unit.link_exports(self._export_copies)
+        self._my_export = exports[self.rank] if self.rank < K - 1 else None
+        self._has_exports = any(e is not None for e in exports[:-1])
         # Keep only this rank's stage: drop references to the others so their memory is freed.
         for i in range(K):
             if i != self.rank:
                 units[i] = torch.nn.Identity()
+        if self._export_copies:
+            for m in self._export_copies:
+                if m is not None:
+                    m.to(self.device)
         self.runner = StageRunner(
             unit,
             self.rank,
@@ -317,8 +334,32 @@ class DistExecutor(Executor):
                 f"ranks did not reach the barrier in {timeout_s:.0f}s: {first}; check their logs"
             ) from None
 
+    def _sync_exports(self) -> None:
+        """Send this stage's inference export (if any) to the last rank, which loads it."""
+        from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+        last = self.num_stages - 1
+        dev = self.channel._comm_device
+        if self._my_export is not None:
+            self.channel.peer = last
+            dist.send(
+                parameters_to_vector(self._my_export.parameters()).detach().to(dev),
+                last,
+                tag=TAG_EXPORT,
+            )
+        elif self.rank == last:
+            for src, mod in enumerate(self._export_copies):
+                if mod is None:
+                    continue
+                vec = parameters_to_vector(mod.parameters()).detach().to(dev)
+                self.channel.peer = src
+                dist.recv(vec, src, tag=TAG_EXPORT)
+                vector_to_parameters(vec.to(next(mod.parameters()).device), mod.parameters())
+
     def _evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
         self.flush()
+        if self._has_exports:
+            self._sync_exports()
         correct = torch.zeros((), dtype=torch.int64)
         total = 0
         ch = self.channel

@@ -1,0 +1,374 @@
+"""Associated Learning (``--method al``): tuple activations (s_l, t_l), local losses that stay in
+their stage, inference through b_K and h_K .. h_1 without target encoders, executor parity,
+parameter accounting, and a short training run on digits."""
+
+from __future__ import annotations
+
+import gc
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from parity_utils import assert_states_equal, run_executor
+from scpl.errors import ConfigError
+from scpl.methods import METHODS, MethodConfig, build_method, count_parameters
+from scpl.methods.al import AL, T_DIM, ALOut, ALUnit
+from scpl.models import build_model
+from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
+from scpl.parallel.runner import detach_act
+
+SHAPE = (1, 8, 8)
+CLASSES = 10
+T = 16  # target size t_dim in the small tests (--proj-dim)
+IMAGE_MODELS = ["convnet", "vgg", "resnet18"]
+TEXT_MODELS = ["lstm", "transformer"]
+TEXT_KW = {
+    "lstm": dict(vocab_size=50, embed_dim=24),
+    "transformer": dict(vocab_size=50, embed_dim=24, dropout=0.0),
+}
+TEXT_LEN = 12
+
+
+def make(model_name: str, stages: int = 4, seed: int = 0, head: str = "mlp", method=None):
+    torch.manual_seed(seed)
+    if model_name in TEXT_MODELS:
+        model = build_model(model_name, (TEXT_LEN,), CLASSES, stages, 0.125, **TEXT_KW[model_name])
+    else:
+        model = build_model(model_name, SHAPE, CLASSES, stages, 0.125)
+    meth = method or build_method("al", MethodConfig(head=head, proj_dim=T))
+    return model, meth.attach(model)
+
+
+def batch(model_name: str, n: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % CLASSES
+    if model_name in TEXT_MODELS:
+        lengths = torch.randint(1, TEXT_LEN + 1, (n,), generator=g)
+        tokens = torch.randint(2, 50, (n, TEXT_LEN), generator=g)
+        tokens[torch.arange(TEXT_LEN).view(1, -1) >= lengths.view(-1, 1)] = 0
+        return (tokens, lengths), y
+    return torch.randn(n, *SHAPE, generator=g), y
+
+
+def train_chain(units, x, y):
+    """The sequential local step by hand: F, then what the runner sends (detached) onwards."""
+    outs, h = [], x
+    for unit in units:
+        out = unit.forward_train(h, y)
+        outs.append(out)
+        h = detach_act(unit.to_next(out))
+    return outs
+
+
+def infer(units, x):
+    with torch.no_grad():
+        h = x
+        for unit in units:
+            h = unit(h)
+        return units[-1].predict(h)
+
+
+def test_registered_as_a_local_method():
+    assert "al" in METHODS.names()
+    m = build_method("al")
+    assert m.local and m.name == "al"
+    _, units = make("convnet")
+    assert all(isinstance(u, ALUnit) and u.detach_input for u in units)
+
+
+@pytest.mark.parametrize("model_name", IMAGE_MODELS + TEXT_MODELS)
+def test_shapes_and_finite_losses(model_name):
+    model, units = make(model_name)
+    units.train()
+    x, y = batch(model_name)
+    n = y.shape[0]
+    outs = train_chain(units, x, y)
+    for i, (unit, out) in enumerate(zip(units, outs, strict=True)):
+        assert isinstance(out, ALOut)
+        s = out.s[0] if isinstance(out.s, tuple) else out.s
+        assert tuple(s.shape[1:]) == model.stage_shapes[i] or model_name in TEXT_MODELS
+        assert out.t.shape == (n, T)
+        assert out.t_prev.shape == ((n, CLASSES) if i == 0 else (n, T))
+        if i == 0:  # t_0 is the one-hot label
+            assert torch.equal(out.t_prev, nn.functional.one_hot(y, CLASSES).float())
+        sent = unit.to_next(out)
+        assert isinstance(sent, tuple) and sent[-1] is out.t
+        if model_name in TEXT_MODELS:  # (h, lengths, t): lengths travel with the activation
+            assert len(sent) == 3 and sent[0].shape[:2] == (n, TEXT_LEN)
+            assert torch.equal(sent[1], x[1])
+        else:
+            assert len(sent) == 2 and sent[0] is out.s
+        loss, terms = unit.loss(out, y)
+        assert set(terms) == {"assoc", "ae"}
+        assert all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
+        assert torch.allclose(loss, terms["assoc"] + terms["ae"])
+    units.eval()
+    logits = infer(units, x)
+    assert logits.shape == (n, CLASSES) and torch.isfinite(logits).all()
+    # Inference (plain tensors) and the training path's s_l agree in eval mode.
+    with torch.no_grad():
+        outs = train_chain(units, x, y)
+        h = x
+        for unit, out in zip(units, outs, strict=True):
+            h = unit(h)
+            a, b = (h[0], out.s[0]) if isinstance(h, tuple) else (h, out.s)
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("model_name", ["convnet", "vgg", "resnet18", "lstm"])
+def test_stage_loss_reaches_only_its_own_unit(model_name):
+    _, units = make(model_name)
+    units.train()
+    x, y = batch(model_name)
+    for stage in range(len(units)):
+        for p in units.parameters():
+            p.grad = None
+        outs = train_chain(units, x, y)
+        units[stage].loss(outs[stage], y)[0].backward()
+        for m, unit in enumerate(units):
+            named = dict(unit.named_parameters())
+            if m == stage:
+                # body (assoc), bridge (assoc), g and h (ae): every parameter learns
+                missing = [k for k, p in named.items() if p.requires_grad and p.grad is None]
+                assert not missing, f"stage {stage}: no gradient for {missing}"
+                assert all(
+                    torch.isfinite(p.grad).all() for p in named.values() if p.grad is not None
+                )
+            else:
+                reached = [k for k, p in named.items() if p.grad is not None]
+                assert not reached, f"stage {stage}'s loss reached unit {m}: {reached}"
+
+
+def test_loss_terms_follow_the_papers():
+    """assoc = MSE(b(s), sg(t)) trains body + bridge only; ae = MSE(h(t), t_prev) trains g, h."""
+    _, units = make("convnet", stages=2)
+    units.train()
+    x, y = batch("convnet")
+    out = train_chain(units, x, y)[1]
+    unit = units[1]
+    _, terms = unit.loss(out, y)
+    z = unit.aux["bridge"](out.s.flatten(1))
+    assert torch.equal(terms["assoc"], ((z - out.t.detach()) ** 2).mean())
+    assert torch.equal(terms["ae"], ((unit.aux["h"](out.t) - out.t_prev) ** 2).mean())
+    groups = {
+        "assoc": ("body.", "aux.bridge."),
+        "ae": ("aux.g.", "aux.h."),
+    }
+    for term, prefixes in groups.items():
+        for p in unit.parameters():
+            p.grad = None
+        out = train_chain(units, x, y)[1]
+        unit.loss(out, y)[1][term].backward()
+        for k, p in unit.named_parameters():
+            assert (p.grad is not None) == k.startswith(prefixes), (term, k)
+
+
+def test_first_decoder_cross_entropy_variant():
+    class ALce(AL):
+        label_loss = "ce"
+
+    _, units = make("convnet", stages=2, method=ALce(MethodConfig(proj_dim=T)))
+    x, y = batch("convnet")
+    out = train_chain(units, x, y)[0]
+    _, terms = units[0].loss(out, y)
+    rec = units[0].aux["h"](out.t)
+    assert torch.equal(terms["ae"], nn.functional.cross_entropy(rec, y))
+    _, terms = units[1].loss(train_chain(units, x, y)[1], y)  # later stages keep MSE
+    assert terms["ae"] < 1.0
+
+    class ALbad(AL):
+        label_loss = "l1"
+
+    with pytest.raises(ConfigError, match="label_loss"):
+        ALbad()
+
+
+@pytest.mark.parametrize("model_name", IMAGE_MODELS + ["transformer"])
+def test_inference_uses_no_target_encoder_nor_hidden_bridges(model_name):
+    model, units = make(model_name)
+    x, _ = batch(model_name)
+    units.eval()
+    before = infer(units, x)
+    with torch.no_grad():
+        for unit in units:
+            for p in unit.affiliated_parameters():  # g_l and b_1 .. b_{K-1}
+                p.fill_(float("nan"))
+        for p in model.classifier.parameters():  # the model's classifier is not used by AL
+            p.fill_(float("nan"))
+    after = infer(units, x)
+    assert torch.isfinite(after).all()
+    assert torch.equal(before, after)
+    # ... while every decoder h_1 .. h_K is on the inference path.
+    for unit in units:
+        with torch.no_grad():
+            w = unit.aux["h"][0].weight
+            saved = w.clone()
+            w.add_(1.0)
+        assert not torch.equal(before, infer(units, x)), f"h of stage {unit.index} unused"
+        with torch.no_grad():
+            w.copy_(saved)
+
+
+def test_last_unit_references_but_does_not_own_earlier_decoders():
+    model, units = make("convnet")
+    last = units[-1]
+    own = {id(p) for p in last.parameters()}
+    for unit in units[:-1]:
+        assert not any(id(p) in own for p in unit.aux["h"].parameters())
+    assert [d is u.aux["h"] for d, u in zip(last.decoders(), reversed(units), strict=True)] == [
+        True
+    ] * 4
+    assert not any(k.startswith("classifier") for u in units for k in u.state_dict())
+    # Units share no parameters: each stage's optimizer holds only its own.
+    ids = [id(p) for u in units for p in u.parameters()]
+    assert len(ids) == len(set(ids))
+    assert not any(id(p) in set(ids) for p in model.classifier.parameters())
+
+
+def test_missing_earlier_units_make_inference_fail_loudly():
+    """What the dist executor does on the last rank: the other units are dropped."""
+    _, units = make("convnet")
+    x, _ = batch("convnet")
+    units.eval()
+    h = x
+    for unit in units:
+        h = unit(h)
+    for i in range(len(units) - 1):
+        units[i] = nn.Identity()
+    gc.collect()
+    with pytest.raises(ConfigError, match="decoder of stage 2"):
+        units[-1].predict(h)
+
+
+def test_heads_choose_the_bridge():
+    _, mlp = make("convnet", head="mlp")
+    assert [type(m) for m in mlp[0].aux["bridge"]] == [nn.Linear, nn.Sigmoid] * 2
+    assert mlp[0].aux["bridge"][0].out_features == 5 * T
+    for head in ("linear", "identity"):
+        _, units = make("convnet", head=head)
+        b = units[0].aux["bridge"]
+        assert [type(m) for m in b] == [nn.Linear, nn.Sigmoid] and b[0].out_features == T
+    with pytest.raises(ConfigError, match="head"):
+        build_method("al", MethodConfig(head="conv"))
+    # --proj-dim left at its default: the papers' 500-d targets.
+    assert (
+        build_method("al")
+        .attach(build_model("convnet", SHAPE, CLASSES, 2, 0.125))[0]
+        .aux["g"][0]
+        .out_features
+        == T_DIM
+    )
+
+
+def _digits_batches():
+    from scpl.data import load_dataset
+
+    d = load_dataset("digits")
+    mean = torch.tensor(d.mean).view(1, -1, 1, 1)
+    std = torch.tensor(d.std).view(1, -1, 1, 1)
+    return d, lambda x: (x.float() / 255.0 - mean) / std
+
+
+def test_sequential_training_on_digits_learns():
+    """AL's sigmoid/MSE label autoencoder sits near chance for ~200 steps on digits before the
+    chain aligns (the papers train for many epochs); 300 steps of batch 32 take a few seconds."""
+    d, norm = _digits_batches()
+    steps = 300
+    torch.manual_seed(0)
+    model = build_model("convnet", SHAPE, CLASSES, 4, 0.125)
+    units = build_method("al", MethodConfig(proj_dim=32)).attach(model)
+    ex = EXECUTORS.get("sequential")(
+        units,
+        True,
+        OptimConfig(lr=1e-2, lr_min=1e-2, total_steps=steps),
+        [torch.device("cpu")],
+        ExecutorOptions(),
+        "al",
+    )
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    try:
+        ex.train(False)
+        c0, total = ex.evaluate([(norm(d.val.x), d.val.y)])
+        ex.train(True)
+        for _ in range(steps):
+            idx = torch.randint(0, len(d.train), (32,), generator=g)
+            ex.submit(norm(d.train.x[idx]), d.train.y[idx])
+            m = ex.collect()
+            assert {f"stage{i}/{t}" for i in range(4) for t in ("assoc", "ae")} == set(m)
+            losses.append(sum(m.values()))
+        ex.train(False)
+        correct, total = ex.evaluate([(norm(d.val.x), d.val.y)])
+    finally:
+        ex.close()
+    assert all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
+    assert c0 / total < 0.3
+    assert correct / total > 0.5, correct / total
+
+
+@pytest.mark.parametrize("stages", [2, 4])
+def test_parity_local_scpl_equals_sequential(stages):
+    ref, ref_metrics, ref_acc, _ = run_executor(
+        "sequential", "sequential", method="al", stages=stages
+    )
+    got, metrics, acc, _ = run_executor("local", "scpl", method="al", stages=stages)
+    assert_states_equal(ref, got)
+    assert acc == ref_acc  # the last stage's predict runs h_K .. h_1 on the local executor too
+    assert metrics == ref_metrics
+
+
+def test_parity_scpl_gpipe_equals_sequential_with_micro_batches():
+    ref, ref_metrics, ref_acc, _ = run_executor(
+        "sequential", "sequential", method="al", num_micro=2
+    )
+    got, metrics, acc, _ = run_executor("local", "scpl-gpipe", method="al", num_micro=2)
+    assert_states_equal(ref, got)
+    assert acc == ref_acc
+    assert metrics.keys() == ref_metrics.keys()
+
+
+@pytest.mark.parametrize("model", ["resnet18", "lstm"])
+def test_parity_local_other_models(model):
+    ref, *_ = run_executor("sequential", "sequential", model=model, method="al", steps=2)
+    got, *_ = run_executor("local", "scpl", model=model, method="al", steps=2)
+    assert_states_equal(ref, got)
+
+
+def _meta_counts(method: str) -> tuple[dict[str, int], nn.ModuleList, nn.Module]:
+    with torch.device("meta"):  # shapes only: AL's VGG bridges alone hold ~270M parameters
+        model = build_model("vgg", (3, 32, 32), 10, 4, 1.0)
+        units = build_method(method, MethodConfig()).attach(model)
+    return count_parameters(units), units, model
+
+
+def numel(modules) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def test_parameter_counts_vgg_cifar():
+    """Delog-SCL Table 5 shape: VGG on 3x32x32, K=4, paper sizes (t_dim 500, bridge 2500)."""
+    bp, _, model = _meta_counts("bp")
+    scpl, _, _ = _meta_counts("scpl")
+    al, units, _ = _meta_counts("al")
+    bodies = numel(model.stages)
+    decoders = numel(u.aux["h"] for u in units)
+    bridges = [numel([u.aux["bridge"]]) for u in units]
+    encoders = numel(u.aux["g"] for u in units)
+    assert bp["effective"] == bodies + numel([model.classifier]) and bp["affiliated"] == 0
+    assert scpl["effective"] == bp["effective"]
+    assert al["effective"] == bodies + bridges[-1] + decoders
+    assert al["affiliated"] == encoders + sum(bridges[:-1])
+    assert al["training"] == al["effective"] + al["affiliated"]
+    # Sizes from the papers' code: g_1: 10->500, g_l: 500->500, h the reverse, b_K: 2048 (=
+    # 512x2x2) -> 2500 -> 500.
+    assert encoders == (10 * 500 + 500) + 3 * (500 * 500 + 500)
+    assert decoders == (500 * 10 + 10) + 3 * (500 * 500 + 500)
+    assert bridges[-1] == (2048 * 2500 + 2500) + (2500 * 500 + 500)
+    rows = {"bp": bp, "scpl": scpl, "al": al}
+    print("\n| method | training | effective | affiliated |")
+    for name, c in rows.items():
+        print(f"| {name} | {c['training']:,} | {c['effective']:,} | {c['affiliated']:,} |")
