@@ -139,3 +139,21 @@ def test_resume_without_checkpoints_is_a_clear_error(tmp_path):
     bad = _run(tmp_path / "x", "--resume", str(tmp_path / "empty"))
     assert bad.returncode == 2
     assert "no checkpoints" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_dist_resume_after_crash_is_bitwise_equal(tmp_path, references):
+    """Two ranks (torchrun) die at their 3rd checkpoint save; resuming both ends where an
+    uninterrupted single-process run ends."""
+    out = tmp_path / "run"
+    dist_args = ("--executor", "dist", "--nproc", "2", "--stages", "2")
+    ref_out = tmp_path / "ref"
+    ref = _run(ref_out, "--executor", "sequential", "--stages", "2")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    crashed = _run(out, *dist_args, SCPL_FAULT="kill-during-save:3")
+    assert crashed.returncode != 0
+    assert not (out / "final.rank0.pt").exists()
+    done = _run(out, *dist_args, "--resume", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed" in done.stdout
+    final = torch.load(out / "final.rank0.pt") + torch.load(out / "final.rank1.pt")
+    _assert_equal(_final(ref_out), final)

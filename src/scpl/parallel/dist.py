@@ -31,7 +31,33 @@ KIND_TRAIN, KIND_EVAL, KIND_STOP = 0, 1, 2
 # up to MAX_DIMS sizes]. Activations may be tuples (text: (hidden, lengths)) of any shape, so
 # every message describes itself and batch size / sequence length may vary per batch.
 MAX_TENSORS, MAX_DIMS = 4, 5
-HEADER_LEN = 4 + MAX_TENSORS * (2 + MAX_DIMS)
+SLOT = 3 + MAX_DIMS  # dtype code, memory-format code, ndim, sizes
+HEADER_LEN = 4 + MAX_TENSORS * SLOT
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Strictly channels-last 4-d (not also plain-contiguous, as C=1 or 1x1 maps are)."""
+    return (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def wire_view(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous view of ``t``'s own memory layout to send or receive into.
+
+    Kernels pick different code paths (and so round differently) for channels-last and
+    contiguous inputs; keeping the producer's layout on the receiving rank keeps dist runs
+    bitwise equal to one-process runs."""
+    return t.permute(0, 2, 3, 1) if is_channels_last(t) else t.contiguous()
+
+
+def empty_like_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
+
+
 DTYPES = [
     torch.float32,
     torch.float16,
@@ -85,8 +111,13 @@ class DistChannel(Channel):
         for i, t in enumerate(tensors):
             if t.dim() > MAX_DIMS:
                 raise ValueError(f"activations may have at most {MAX_DIMS} dims, got {t.dim()}")
-            base = 4 + i * (2 + MAX_DIMS)
-            h[base : base + 2 + t.dim()] = [DTYPES.index(t.dtype), t.dim(), *t.shape]
+            base = 4 + i * SLOT
+            h[base : base + 3 + t.dim()] = [
+                DTYPES.index(t.dtype),
+                int(is_channels_last(t)),
+                t.dim(),
+                *t.shape,
+            ]
         self._isend(
             torch.tensor(h, dtype=torch.int64, device=self._comm_device), self.rank + 1, TAG_HEADER
         )
@@ -96,10 +127,14 @@ class DistChannel(Channel):
         tensors.append(y)  # labels travel with the activation
         self.send_header(kind, batch, mb, tensors)
         for t in tensors:
-            self._isend(t.to(self._comm_device), self.rank + 1, TAG_ACT)
+            self._isend(wire_view(t.to(self._comm_device)), self.rank + 1, TAG_ACT)
 
     def send_grad(self, stage, batch, mb, grad):
-        self._isend(grad, self.rank - 1, TAG_GRAD)
+        # Our input arrived in the previous stage's output layout; send its gradient in the same
+        # layout, which is what the receiver allocates.
+        x = self.input_like(mb)
+        fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        self._isend(wire_view(grad.contiguous(memory_format=fmt)), self.rank - 1, TAG_GRAD)
 
     # -- receiving ------------------------------------------------------------------------
     @property
@@ -121,9 +156,9 @@ class DistChannel(Channel):
         v = [int(a) for a in h.tolist()]
         specs = []
         for i in range(v[3]):
-            base = 4 + i * (2 + MAX_DIMS)
-            dtype, ndim = DTYPES[v[base]], v[base + 1]
-            specs.append((dtype, tuple(v[base + 2 : base + 2 + ndim])))
+            base = 4 + i * SLOT
+            dtype, cl, ndim = DTYPES[v[base]], bool(v[base + 1]), v[base + 2]
+            specs.append((dtype, cl, tuple(v[base + 3 : base + 3 + ndim])))
         self.last_kind = v[0]
         return v[0], v[1], v[2], specs
 
@@ -131,8 +166,8 @@ class DistChannel(Channel):
         kind, b, m, specs = self.recv_header()
         if kind == KIND_STOP:
             raise EOFError
-        bufs = [torch.empty(shape, dtype=dt, device=self._comm_device) for dt, shape in specs]
-        works = [dist.irecv(t, self.rank - 1, tag=TAG_ACT) for t in bufs]
+        bufs = [empty_like_layout(shape, dt, self._comm_device, cl) for dt, cl, shape in specs]
+        works = [dist.irecv(wire_view(t), self.rank - 1, tag=TAG_ACT) for t in bufs]
         self.post_header_recv()  # double buffering: the next header can land while we compute
         for w in works:
             w.wait()
@@ -144,9 +179,10 @@ class DistChannel(Channel):
         return (tuple(act) if len(act) > 1 else act[0]), y
 
     def recv_grad(self, stage, batch, mb):
-        g = torch.empty(self.grad_shape(mb), dtype=self.act_dtype, device=self._comm_device)
+        out = self.grad_like(mb)  # the gradient arrives in our output's layout
+        g = empty_like_layout(out.shape, self.act_dtype, self._comm_device, is_channels_last(out))
         self.peer = self.rank + 1
-        dist.recv(g, self.rank + 1, tag=TAG_GRAD)
+        dist.recv(wire_view(g), self.rank + 1, tag=TAG_GRAD)
         return g
 
     def token_send(self, dst: int) -> None:
@@ -261,7 +297,8 @@ class DistExecutor(Executor):
             self.rank, K, self.device, sample_shapes, dtype, self.options.queue_depth
         )
         # The gradient w.r.t. our output has the output's shape (known once F has run).
-        self.channel.grad_shape = lambda mb: tuple(act_tensor(self.runner._mbs[mb].out).shape)
+        self.channel.grad_like = lambda mb: act_tensor(self.runner._mbs[mb].out)
+        self.channel.input_like = lambda mb: act_tensor(self.runner._mbs[mb].x)
         self._serialised = not schedule.concurrent
         self._first_owner = order[0][0]
         self._last_owner = order[-1][0]
