@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("list", help="list registered models, methods, datasets, executors, recipes")
+    p.add_argument("--recipes", action="store_true", help="list every recipe name")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
@@ -332,14 +333,15 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
         "--emulate",
         default=EQUAL_SPEC,
         help="per-op device time SPEC (e.g. 'F=10ms,B=20ms;3:B=30ms'), 'measured' (time the "
-        "model's ops on one device, then run a tiny proxy with those durations) or 'none' "
-        f"(real compute) [{EQUAL_SPEC}]",
+        "model's ops on one device, then run a tiny proxy with those durations), 'flops' (op "
+        "costs proportional to the model's FLOPs, a compute-bound device at 1 TFLOP/s) or "
+        f"'none' (real compute) [{EQUAL_SPEC}]",
     )
     p.add_argument(
         "--scale-ms",
         type=float,
         default=0.0,
-        help="with --emulate measured: scale so the slowest stage takes this long [as measured]",
+        help="with --emulate measured/flops: scale so the slowest stage takes this long [as is]",
     )
     p.add_argument(
         "--simulate", action="store_true", help="no run: the simulator's timeline for the costs"
@@ -468,7 +470,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     paper = [r for r in RECIPES if r.startswith("paper-")]
     for r in sorted(set(RECIPES) - set(paper)):
         print(f"  {r}")
-    print(f"  paper-<dataset>-<model>-<method>  ({len(paper)} recipes, e.g. {paper[0]})")
+    if getattr(args, "recipes", False):
+        for r in sorted(paper):
+            print(f"  {r}")
+    else:
+        print(
+            f"  paper-<dataset>-<model>-<method>  ({len(paper)} recipes, e.g. {paper[0]}; --recipes lists all)"
+        )
     return 0
 
 

@@ -268,7 +268,11 @@ def make_config(
 ):
     """Recipe defaults, then explicit overrides (None means 'not given')."""
     if recipe not in RECIPES:
-        raise ConfigError(f"unknown recipe {recipe!r}; choose one of: {', '.join(sorted(RECIPES))}")
+        plain = sorted(r for r in RECIPES if not r.startswith("paper-"))
+        raise ConfigError(
+            f"unknown recipe {recipe!r}; choose one of: {', '.join(plain)}, or "
+            "paper-<dataset>-<model>-<method> (all listed by `scpl list --recipes`)"
+        )
     values = dict(RECIPES[recipe])
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     names = {f.name for f in fields(cls)}

@@ -112,7 +112,7 @@ def _parse(path: Path, vocab: Sequence[str], dim: int) -> tuple[torch.Tensor, to
     if file_dim != dim:
         raise DataError(
             f"{path} holds {file_dim}-d vectors but the model's embedding size is {dim}; "
-            f"set the embedding size to {file_dim} or use a {dim}-d file (e.g. glove.6B.{dim}d.txt)"
+            f"pass --embed-dim {file_dim} or use a {dim}-d file (e.g. glove.6B.{dim}d.txt)"
         )
     vectors = torch.zeros(len(vocab), dim)
     found = torch.zeros(len(vocab), dtype=torch.bool)
