@@ -7,7 +7,10 @@ from scpl.cli import main
 
 def test_smoke_experiment_writes_tables_and_resumes(tmp_path, capsys):
     out = tmp_path / "exp"
-    assert main(["experiment", "smoke", "--trials", "2", "--out", str(out), "--set", "max_steps=3"]) == 0
+    assert (
+        main(["experiment", "smoke", "--trials", "2", "--out", str(out), "--set", "max_steps=3"])
+        == 0
+    )
     table = (out / "table.md").read_text()
     assert "| method | convnet |" in table and "±" in table
     rows = list(csv.DictReader(open(out / "table.csv")))
@@ -16,7 +19,10 @@ def test_smoke_experiment_writes_tables_and_resumes(tmp_path, capsys):
     runs = (out / "runs.jsonl").read_text().splitlines()
     assert len(runs) == 4
     # Re-running continues instead of repeating finished runs.
-    assert main(["experiment", "smoke", "--trials", "2", "--out", str(out), "--set", "max_steps=3"]) == 0
+    assert (
+        main(["experiment", "smoke", "--trials", "2", "--out", str(out), "--set", "max_steps=3"])
+        == 0
+    )
     assert len((out / "runs.jsonl").read_text().splitlines()) == 4
 
 

@@ -29,15 +29,51 @@ def write_ag_news(d, n_per_class=40, seed=0):
         (d / f"{split}.csv").write_text("\n".join(rows) + "\n")
 
 
-@pytest.mark.parametrize("model,method,executor", [
-    ("lstm", "scpl", "local"), ("lstm", "bp", "local"), ("transformer", "early-exit", "sequential"),
-])
+@pytest.mark.parametrize(
+    "model,method,executor",
+    [
+        ("lstm", "scpl", "local"),
+        ("lstm", "bp", "local"),
+        ("transformer", "early-exit", "sequential"),
+    ],
+)
 def test_text_training_end_to_end(tmp_path, capsys, model, method, executor):
     write_ag_news(tmp_path)
-    rc = main(["train", "--model", model, "--method", method, "--dataset", "ag-news", "--data-dir",
-               str(tmp_path), "--epochs", "3", "--batch-size", "16", "--width", "0.1", "--embed-dim", "24",
-               "--head", "identity", "--augment", "none", "--lr-schedule", "constant", "--lr", "3e-3",
-               "--executor", executor, "--progress", "false", "--out", str(tmp_path / "run")])
+    rc = main(
+        [
+            "train",
+            "--model",
+            model,
+            "--method",
+            method,
+            "--dataset",
+            "ag-news",
+            "--data-dir",
+            str(tmp_path),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--width",
+            "0.1",
+            "--embed-dim",
+            "24",
+            "--head",
+            "identity",
+            "--augment",
+            "none",
+            "--lr-schedule",
+            "constant",
+            "--lr",
+            "3e-3",
+            "--executor",
+            executor,
+            "--progress",
+            "false",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     acc = float(out.split("test_acc=")[1].split()[0])
@@ -48,9 +84,29 @@ def test_glove_file_and_dimension_mismatch(tmp_path, capsys):
     write_ag_news(tmp_path)
     glove = tmp_path / "glove.txt"
     glove.write_text("football 0.1 0.2 0.3\nmarket 0.3 0.2 0.1\n")
-    base = ["train", "--model", "lstm", "--dataset", "ag-news", "--data-dir", str(tmp_path), "--epochs", "1",
-            "--max-steps", "2", "--batch-size", "16", "--width", "0.1", "--progress", "false",
-            "--out", str(tmp_path / "run"), "--glove", str(glove)]
+    base = [
+        "train",
+        "--model",
+        "lstm",
+        "--dataset",
+        "ag-news",
+        "--data-dir",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--width",
+        "0.1",
+        "--progress",
+        "false",
+        "--out",
+        str(tmp_path / "run"),
+        "--glove",
+        str(glove),
+    ]
     assert main(base + ["--embed-dim", "3"]) == 0
     assert main(base + ["--embed-dim", "300"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -59,7 +115,73 @@ def test_glove_file_and_dimension_mismatch(tmp_path, capsys):
 
 def test_image_model_on_text_data_is_a_config_error(tmp_path, capsys):
     write_ag_news(tmp_path)
-    rc = main(["train", "--model", "vgg", "--dataset", "ag-news", "--data-dir", str(tmp_path),
-               "--progress", "false", "--out", str(tmp_path / "run")])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "vgg",
+            "--dataset",
+            "ag-news",
+            "--data-dir",
+            str(tmp_path),
+            "--progress",
+            "false",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 2
     assert "pick a text model" in capsys.readouterr().err
+
+
+def write_aclimdb(root, n=24, seed=0):
+    rng = random.Random(seed)
+    pos, neg = (
+        "great wonderful loved brilliant superb".split(),
+        "awful boring hated terrible worst".split(),
+    )
+    for split in ("train", "test"):
+        for label, words in (("pos", pos), ("neg", neg)):
+            d = root / "aclImdb" / split / label
+            d.mkdir(parents=True)
+            for i in range(n if split == "train" else n // 3):
+                text = " ".join(rng.choice(words) for _ in range(rng.randint(4, 15)))
+                (d / f"{i}_{7 if label == 'pos' else 2}.txt").write_text(
+                    f"This movie was {text}.<br /><br />"
+                )
+
+
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_imdb_tree_end_to_end(tmp_path, capsys, model):
+    write_aclimdb(tmp_path)
+    rc = main(
+        [
+            "train",
+            "--model",
+            model,
+            "--method",
+            "scpl",
+            "--dataset",
+            "imdb",
+            "--data-dir",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--width",
+            "0.1",
+            "--embed-dim",
+            "24",
+            "--head",
+            "identity",
+            "--augment",
+            "none",
+            "--progress",
+            "false",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert rc == 0
+    assert "test_acc=" in capsys.readouterr().out
