@@ -22,3 +22,11 @@ def test_soak_needs_enough_steps():
 
 def test_rss_is_positive():
     assert rss_mb() > 0
+
+
+def test_bench_soak_command(capsys):
+    from scpl.cli import main
+
+    assert main(["bench", "--soak", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "| sequential | 40 |" in out and "| local | 40 |" in out

@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         "printed and written as CSV/JSON/Markdown (+ Gantt PNGs) under --out.",
     )
     add_bench_arguments(p)
+    p.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="only the long-run memory check: resident memory over STEPS steps per executor",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
@@ -243,6 +250,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "soak", 0):
+        return cmd_soak(args.soak)
     from scpl.bench import BenchOptions, print_table, run_bench, step_ratio
     from scpl.common import resolve_device
 
@@ -441,6 +450,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     )
     print((out / "table.md").read_text())
     print(f"wrote {out}/table.md, table.csv, runs.jsonl ({len(table['cells'])} cells)")
+    return 0
+
+
+def cmd_soak(steps: int) -> int:
+    """Resident memory over ``steps`` small training steps, for each single-process executor."""
+    from scpl.soak import soak
+
+    print(f"# soak: resident memory over {steps} steps (4-stage SCPL convnet, batch 16)")
+    print("| executor | steps | RSS start MiB | RSS end MiB | max rise % | drift % | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for executor in ("sequential", "local"):
+        r = soak(executor, steps)
+        print(
+            f"| {executor} | {steps} | {r['rss_start_mb']:.1f} | {r['rss_end_mb']:.1f} | "
+            f"{r['max_rise_pct']:.2f} | {r['drift_pct']:.2f} | {r['seconds']:.0f} |"
+        )
     return 0
 
 
