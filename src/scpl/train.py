@@ -5,6 +5,7 @@ Reads top to bottom; everything it calls is selected by name from a registry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -235,7 +236,10 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
                 }
             checkpoint(epoch + 1, 0, g.get_state())
     except BaseException:
-        executor.close()  # stop worker threads before the error propagates
+        # Stop worker threads before the error propagates; a close that fails too (e.g. the
+        # peer that caused the error is gone) must not hide the original error.
+        with contextlib.suppress(Exception):
+            executor.close()
         raise
 
     # The last weights (for inspection and resume checks), then the final number on the test
