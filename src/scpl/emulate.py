@@ -155,23 +155,42 @@ def stage_totals(costs: Costs, num_stages: int, kinds: Sequence[str] = WORK_OPS)
     return [sum(costs.get(s, {}).get(k, 0.0) for k in kinds) for s in range(num_stages)]
 
 
-def costs_from_events(events, skip_batches: int = 1, base: Costs | None = None) -> Costs:
-    """Per-(stage, op) costs from a recorded timeline: the mean span of work ops (they never
-    block; the mean, not the median, because a pipeline's critical path adds spans up) and, for
-    transfers, ``base[stage][op]`` when given (their recorded span includes waiting for the peer,
-    and under BP a receive always waits) else their shortest span. Events of the first
-    ``skip_batches`` batches (warm-up) and of eval (batch < 0) are dropped."""
+def costs_from_events(
+    events, skip_batches: int = 1, base: Costs | None = None, stat: str = "mean"
+) -> Costs:
+    """Per-(stage, op) costs from a recorded timeline, for the simulator to replay it.
+
+    Work ops (F, L, B, U never block): the mean recorded span (the mean, not the median: a
+    pipeline's critical path adds spans up; ``stat="median"`` for a robust one-device timing). A receive's span includes waiting for the message,
+    so its own cost is measured from when the matching send started (the message is put then)
+    to the receive's end. A send blocks only on a full queue: its shortest span. Transfers
+    without a matching event fall back to ``base[stage][op]`` when given, else the shortest span.
+    Events of the first ``skip_batches`` batches (warm-up) and of eval (batch < 0) are dropped.
+    """
+    sends = {
+        (e.kind, e.stage, e.batch, e.mb): e.start
+        for e in events
+        if e.kind in ("send_act", "send_grad")
+    }
     by: dict[tuple[int, str], list[float]] = {}
+    own: dict[tuple[int, str], list[float]] = {}
     for e in events:
         if e.batch < skip_batches:
             continue
         by.setdefault((e.stage, e.kind), []).append(e.end - e.start)
+        if e.kind in ("recv_act", "recv_grad"):
+            src = ("send_act", e.stage - 1) if e.kind == "recv_act" else ("send_grad", e.stage + 1)
+            put = sends.get((src[0], src[1], e.batch, e.mb))
+            if put is not None:
+                own.setdefault((e.stage, e.kind), []).append(max(0.0, e.end - max(e.start, put)))
     out: Costs = {}
     for (s, k), d in sorted(by.items()):
-        if k in COMM_OPS:
+        if (s, k) in own:
+            v = statistics.fmean(own[(s, k)])
+        elif k in COMM_OPS:
             v = (base or {}).get(s, {}).get(k, 0.0) if base is not None else min(d)
         else:
-            v = statistics.fmean(d)
+            v = statistics.fmean(d) if stat == "mean" else statistics.median(d)
         out.setdefault(s, {})[k] = v
     return out
 
@@ -250,4 +269,66 @@ def measure_op_costs(
             ex.collect()
     finally:
         ex.close()
-    return costs_from_events(ex.recorder.events, skip_batches=warmup)
+    return costs_from_events(ex.recorder.events, skip_batches=warmup, stat="median")
+
+
+def flop_op_costs(
+    model: str = "vgg",
+    method: str = "scpl",
+    num_stages: int = 4,
+    width: float = 1.0,
+    input_shape: tuple[int, ...] = (3, 32, 32),
+    num_classes: int = 10,
+    batch_size: int = 32,
+    partition: Sequence[int] | None = None,
+    flops_per_s: float = 1e12,
+    head: str = "mlp",
+    proj_dim: int = 1024,
+    model_kwargs: dict | None = None,
+    seed: int = 0,
+) -> Costs:
+    """Op costs of a compute-bound device: the FLOPs of each stage's F, L and B (counted by
+    torch.utils.flop_counter on one training step: matmuls and convolutions only) divided by
+    ``flops_per_s``. U and transfers cost 0. On a GPU, where the per-step optimizer and the
+    small elementwise ops are cheap next to the convolutions, this is closer to the real split
+    of work between stages than CPU timings (on a CPU the projection heads' Adam updates weigh
+    much more)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from scpl.methods import MethodConfig, build_method
+    from scpl.models import build_model
+    from scpl.parallel.runner import act_tensor, detach_act
+
+    torch.manual_seed(seed)
+    kw = dict(model_kwargs or {})
+    m = build_model(model, input_shape, num_classes, num_stages, width, partition, **kw)
+    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim))
+    units = meth.attach(m)
+    g = torch.Generator().manual_seed(seed)
+    x, y = synthetic_batch(input_shape, batch_size, num_classes, g, kw.get("vocab_size", 1000))
+    out_costs: Costs = {}
+    for s, unit in enumerate(units):
+        unit.train()
+        x = detach_act(x)
+        if not meth.local and s > 0:
+            act_tensor(x).requires_grad_(True)
+        with FlopCounterMode(display=False) as fc:
+            out = unit.forward_train(x, y)  # AL carries targets: its output is not its input
+        f = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            loss, _ = unit.loss(out, y)
+        lf = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            if loss is not None and (meth.local or s == num_stages - 1):
+                loss.backward()
+            else:
+                t = act_tensor(out)
+                torch.autograd.backward(t, torch.ones_like(t))
+        b = fc.get_total_flops()
+        costs = {"F": f / flops_per_s, "B": b / flops_per_s}
+        if loss is not None:
+            costs["L"] = lf / flops_per_s
+        out_costs[s] = costs
+        x = unit.to_next(out)
+    return out_costs

@@ -61,6 +61,8 @@ def profile(opts: ProfileOptions, log=print) -> dict:
     """Run (or simulate) each schedule, write the figures; returns paths and summary rows."""
     from scpl.bench import Proxy, format_table, run_emulated
     from scpl.emulate import (
+        WORK_OPS,
+        flop_op_costs,
         measure_op_costs,
         parse_emulate,
         per_micro,
@@ -76,7 +78,8 @@ def profile(opts: ProfileOptions, log=print) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     name = opts.name or f"{'-vs-'.join(opts.schedules)}-K{K}"
-    measured = opts.emulate.strip().lower() == "measured"
+    source = opts.emulate.strip().lower()
+    measured = source in ("measured", "flops")
     proxy = Proxy(
         opts.model,
         opts.width,
@@ -96,7 +99,19 @@ def profile(opts: ProfileOptions, log=print) -> dict:
                 f"--micro-batches {m} does not divide --batch-size {proxy.batch_size}; choose a "
                 "divisor"
             )
-        if measured:
+        if source == "flops":
+            costs = flop_op_costs(
+                opts.model,
+                method,
+                K,
+                opts.width,
+                tuple(opts.input_shape),
+                batch_size=opts.batch_size,
+                model_kwargs=opts.model_kwargs,
+            )
+            if opts.scale_ms > 0:
+                costs = scale_costs(costs, opts.scale_ms * 1e-3 / max(stage_totals(costs, K)))
+        elif measured:
             log(
                 f"profile: measuring {opts.model} w={opts.width} {tuple(opts.input_shape)} batch "
                 f"{opts.batch_size} ({method}, K={K}) op times on {opts.device}"
@@ -111,7 +126,8 @@ def profile(opts: ProfileOptions, log=print) -> dict:
                 device=opts.device,
                 model_kwargs=opts.model_kwargs,
             )
-            costs = {s: {k: v for k, v in d.items() if k in "FLBU"} for s, d in costs.items()}
+            # Work ops only: one-device transfers are in-process hand-offs, not link costs.
+            costs = {s: {k: v for k, v in d.items() if k in WORK_OPS} for s, d in costs.items()}
             if opts.scale_ms > 0:
                 costs = scale_costs(costs, opts.scale_ms * 1e-3 / max(stage_totals(costs, K)))
         else:
@@ -164,7 +180,7 @@ def profile(opts: ProfileOptions, log=print) -> dict:
             }
         )
         title = f"{schedule} ({method}, K={K}" + (f", m={m}" if m > 1 else "") + ")"
-        panels.append((title, events))
+        panels.append((title, events, emulate or None))
     if opts.simulate:
         what = "simulated"
     else:
@@ -172,20 +188,22 @@ def profile(opts: ProfileOptions, log=print) -> dict:
     if what == "real":
         subtitle = f"{opts.model}, real compute on {opts.device}"
     elif measured:
-        subtitle = f"op costs measured on {opts.model}"
+        what_costs = "FLOP-proportional op costs" if source == "flops" else "op costs measured"
+        subtitle = (
+            f"{what_costs} on {opts.model} w={opts.width} {tuple(opts.input_shape)} batch "
+            f"{opts.batch_size}"
+            + (f", scaled to a {opts.scale_ms:g} ms slowest stage" if opts.scale_ms > 0 else "")
+        )
     else:
         subtitle = f"op costs {opts.emulate}"
     png = write_gantt(
         panels,
         out / f"{name}.png",
         f"{what} timeline, {opts.steps} mini-batches: {subtitle}",
-        costs=_merge_costs(costs_by) if what != "real" else None,
     )
     trace = write_trace(panels, out / f"{name}.trace.json", {"rows": rows})
     ev_path = out / f"{name}.events.json"
-    ev_path.write_text(
-        json.dumps({title: [vars(e) for e in ev] for title, ev in panels}, indent=None)
-    )
+    ev_path.write_text(json.dumps({p[0]: [vars(e) for e in p[1]] for p in panels}))
     log(format_table(rows, f"profile {name}"))
     paths = {"png": str(png), "trace": str(trace), "events": str(ev_path)}
     if opts.torch_profiler and not opts.simulate:
@@ -199,13 +217,3 @@ def _is_local(method: str) -> bool:
     from scpl.methods import METHODS
 
     return METHODS.get(method).local
-
-
-def _merge_costs(costs_by: dict) -> dict | None:
-    """Transfer costs to split waits off in the Gantt chart: the same for every schedule here."""
-    merged: dict = {}
-    for c in costs_by.values():
-        for s, d in c.items():
-            for k, v in d.items():
-                merged.setdefault(s, {}).setdefault(k, v)
-    return merged

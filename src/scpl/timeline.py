@@ -148,8 +148,10 @@ def write_gantt(
     costs: dict[int, dict[str, float]] | None = None,
     share_time: bool = True,
 ) -> Path:
-    """Write a Gantt PNG: one panel per (title, events) pair (a bare event list is one panel).
-    With ``share_time`` all panels use the same time axis, so they compare at a glance."""
+    """Write a Gantt PNG: one panel per (title, events) or (title, events, costs) tuple (a bare
+    event list is one panel; ``costs``, per panel or for all, are the transfer costs that
+    :func:`split_waits` uses). With ``share_time`` all panels use the same time axis, so they
+    compare at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,11 +160,12 @@ def write_gantt(
     if panels and isinstance(panels[0], Event):
         panels = [(title, panels)]
         title = ""
+    panels = [p if len(p) == 3 else (p[0], p[1], costs) for p in panels]
     spans = []
-    for _, ev in panels:
+    for _, ev, _ in panels:
         tr = [e for e in ev if e.batch >= 0]
         spans.append(max(e.end for e in tr) - min(e.start for e in tr))
-    rows = [len({e.stage for e in ev}) for _, ev in panels]
+    rows = [len({e.stage for e in ev}) for _, ev, _ in panels]
     fig, axes = plt.subplots(
         len(panels),
         1,
@@ -170,8 +173,8 @@ def write_gantt(
         gridspec_kw={"height_ratios": [r + 1.5 for r in rows]},
         squeeze=False,
     )
-    for i, (ax, (name, ev)) in enumerate(zip(axes[:, 0], panels, strict=True)):
-        plot_gantt(ax, ev, name, costs, t_max=max(spans) if share_time else None, legend=i == 0)
+    for i, (ax, (name, ev, c)) in enumerate(zip(axes[:, 0], panels, strict=True)):
+        plot_gantt(ax, ev, name, c, t_max=max(spans) if share_time else None, legend=i == 0)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -224,7 +227,7 @@ def write_trace(
         panels = [("", panels)]
     out: list[dict] = []
     offset = 0
-    for name, ev in panels:
+    for name, ev, *_ in panels:
         te = trace_events(ev, offset, name)
         out += te
         offset = 1 + max((t["pid"] for t in te), default=offset - 1)
