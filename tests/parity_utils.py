@@ -76,6 +76,8 @@ def run_executor(
         ExecutorOptions(schedule=schedule, num_micro=num_micro, emulate=emulate, record=record),
         method,
     )
+    if executor == "dist":
+        ex.barrier(120.0)  # ranks start at different times on a loaded machine: align them
     try:
         for x, y in make_batches(steps, batch, input_shape, text=text):
             ex.submit(x, y)
