@@ -65,8 +65,12 @@ def run_executor(
     text = model in TEXT_MODELS
     if text:
         input_shape = (12,)
-        kw = dict(dict(vocab_size=50, embed_dim=24, dropout=0.0) if model == "transformer"
-                  else dict(vocab_size=50, embed_dim=24), **kw)
+        kw = dict(
+            dict(vocab_size=50, embed_dim=24, dropout=0.0)
+            if model == "transformer"
+            else dict(vocab_size=50, embed_dim=24),
+            **kw,
+        )
     units, meth = make_units(model, method, stages, input_shape=input_shape, **kw)
     ex = EXECUTORS.get(executor)(
         units,

@@ -136,7 +136,9 @@ TEXT_DIST_CASES = [("lstm", "scpl", "scpl"), ("transformer", "scpl", "scpl"), ("
 @pytest.mark.parametrize("model,schedule,method", TEXT_DIST_CASES)
 def test_parity_dist_text_models(tmp_path, model, schedule, method):
     """(hidden, lengths) activations with variable lengths cross process boundaries intact."""
-    ref, _, ref_acc, _ = run_executor("sequential", "sequential", model=model, method=method, stages=3)
+    ref, _, ref_acc, _ = run_executor(
+        "sequential", "sequential", model=model, method=method, stages=3
+    )
     results = run_dist(3, tmp_path, schedule=schedule, model=model, method=method, stages=3)
     assert_states_equal(ref, [r["state"] for r in results])
     assert all(r["acc"] == ref_acc for r in results)
