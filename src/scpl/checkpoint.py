@@ -17,12 +17,12 @@ import os
 import random
 import re
 import signal
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from scpl.atomic import atomic_write
 from scpl.errors import ScplError
 
 KEEP = 2
@@ -51,25 +51,14 @@ def set_rng_state(state: dict) -> None:
 
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temp file in the same dir, fsync, then rename over ``path``."""
-    global _saves
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def count_and_maybe_crash() -> None:
+        global _saves
         _saves += 1
         _fault_point(_saves)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    with atomic_write(path, before_replace=count_and_maybe_crash) as f:
+        torch.save(obj, f)
 
 
 def _fault_point(n: int) -> None:

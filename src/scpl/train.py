@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from scpl.atomic import atomic_write
 from scpl.checkpoint import (
     atomic_save,
     latest_checkpoint,
@@ -412,12 +413,8 @@ def prepare_out_dir(cfg: TrainConfig, recipe: str) -> Path:
 
 def atomic_write_json(path: Path, obj) -> None:
     """Write JSON via temp file + fsync + rename so a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class MetricsLog:

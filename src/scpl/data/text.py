@@ -43,7 +43,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -51,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scpl.atomic import atomic_write
 from scpl.data.base import DatasetSpec, RawData, cache_dir, download_file, register_dataset
 from scpl.data.vision import _extract_tar, _extract_zip
 from scpl.errors import ConfigError, DataError
@@ -304,15 +304,8 @@ def _fingerprint(files: Iterable[Path]) -> str:
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save to a temp file next to ``path`` then rename; a failure only warns (a cache)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(obj, f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(path, suffix=".part", durable=False) as f:
+            torch.save(obj, f)
     except OSError as e:
         warnings.warn(f"could not write cache {path} ({e})", stacklevel=3)
 

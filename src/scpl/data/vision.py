@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scpl.atomic import atomic_write
 from scpl.data.base import (
     DatasetSpec,
     RawData,
@@ -552,15 +553,8 @@ def _tiny_load(root: Path | None) -> RawData:
     test_y = torch.tensor(val_labels, dtype=torch.int64)
     blob = {"key": key, "train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix="decoded.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(blob, f)
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(cache, suffix=".part", durable=False) as f:
+            torch.save(blob, f)
     except OSError as e:  # caching is an optimisation; a read-only cache dir is fine
         warnings.warn(f"could not write decoded cache {cache} ({e})", stacklevel=2)
     return RawData(train_x, train_y, test_x, test_y, num_classes=len(wnids))
