@@ -73,11 +73,8 @@ DTYPES = [
 class DistChannel(Channel):
     """Point-to-point messages between neighbouring ranks (rank == stage)."""
 
-    def __init__(
-        self, rank: int, world: int, device: torch.device, sample_shapes, act_dtype, depth: int
-    ):
+    def __init__(self, rank: int, world: int, device: torch.device, act_dtype, depth: int):
         self.rank, self.world, self.device = rank, world, device
-        self.sample_shapes = sample_shapes  # per-sample output shape of every stage
         self.act_dtype = act_dtype
         self.depth = max(1, depth)
         self.pending: deque = deque()  # (work, tensors kept alive until the send completes)
@@ -259,7 +256,6 @@ class DistExecutor(Executor):
             self.recorder.t0 = 0.0  # absolute wall-clock times: comparable across processes
         emulate = (self.options.emulate or {}).get(self.rank)
         unit = units[self.rank]
-        sample_shapes = [u.out_shape for u in units]
         dtype = next(unit.parameters()).dtype
         # The last stage may need modules of other stages at inference (AL's decoders): keep
         # private copies on the last rank, refreshed from their owners before each evaluation.
@@ -293,9 +289,7 @@ class DistExecutor(Executor):
             emulate,
             self.options.nan_guard,
         )
-        self.channel = DistChannel(
-            self.rank, K, self.device, sample_shapes, dtype, self.options.queue_depth
-        )
+        self.channel = DistChannel(self.rank, K, self.device, dtype, self.options.queue_depth)
         # The gradient w.r.t. our output has the output's shape (known once F has run).
         self.channel.grad_like = lambda mb: act_tensor(self.runner._mbs[mb].out)
         self.channel.input_like = lambda mb: act_tensor(self.runner._mbs[mb].x)

@@ -124,7 +124,6 @@ class StageRunner:
         self.emulate = emulate or {}
         self._mbs: dict[int, _MicroBatch] = {}
         self._batch = -1
-        self._batch_size = 0
         self._num_micro = 1
 
     # -- one mini-batch -------------------------------------------------------------------
@@ -133,7 +132,6 @@ class StageRunner:
     ) -> None:
         """Start a mini-batch; stage 0 is handed its micro-batches [(x, y), ...] here."""
         self._batch = batch
-        self._batch_size = batch_size
         self._num_micro = num_micro
         self._mbs = {}
         if micro_inputs is not None:
