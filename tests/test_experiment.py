@@ -1,29 +1,60 @@
-"""`scpl experiment`: trials over seeds -> mean ± std tables (the smoke experiment)."""
+"""`scpl experiment`: rows x models x seeds -> tables (accuracy, parameters, seconds), curves."""
 
 import csv
+import json
 
 from scpl.cli import main
+from scpl.experiment import EXPERIMENTS, resolve_experiment
 
 
 def test_smoke_experiment_writes_tables_and_resumes(tmp_path, capsys):
     out = tmp_path / "exp"
-    assert (
-        main(["experiment", "smoke", "--trials", "2", "--out", str(out), "--set", "max_steps=3"])
-        == 0
-    )
+    argv = ["experiment", "smoke", "--trials", "2", "--out", str(out), "--set", "max_steps=3"]
+    assert main(argv + ["--set", "test_every_epoch=true"]) == 0
     table = (out / "table.md").read_text()
-    assert "| method | convnet |" in table and "±" in table
+    assert "| | convnet |" in table and "±" in table
+    assert "Parameters, training / inference" in table and "Seconds per epoch" in table
     rows = list(csv.DictReader(open(out / "table.csv")))
-    assert {r["method"] for r in rows} == {"bp", "scpl"}
+    assert {r["row"] for r in rows} == {"bp", "scpl"}
     assert all(r["n"] == "2" for r in rows)
-    runs = (out / "runs.jsonl").read_text().splitlines()
+    # SCPL's heads are training-only; BP trains exactly what it infers with.
+    by = {r["row"]: r for r in rows}
+    assert by["bp"]["params_training"] == by["bp"]["params_inference"]
+    assert int(by["scpl"]["params_training"]) > int(by["scpl"]["params_inference"])
+    assert float(by["scpl"]["train_s_per_epoch"]) > 0 and float(by["scpl"]["test_s"]) > 0
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 4
+    # Learning curves: test accuracy per epoch, recorded for every run; selection stays on val.
+    assert all(len(r["epochs"]) == 2 and "test_acc" in r["epochs"][0] for r in runs)
+    curves = list(csv.DictReader(open(out / "curves.csv")))
+    assert len(curves) == 4 * 2 and (out / "curves.png").stat().st_size > 1000
+    meta = table.split("```")[1]
+    assert '"commit"' in meta and '"seeds"' in meta and '"cpu_count"' in meta
     # Re-running continues instead of repeating finished runs.
-    assert (
-        main(["experiment", "smoke", "--trials", "2", "--out", str(out), "--set", "max_steps=3"])
-        == 0
-    )
+    assert main(argv + ["--set", "test_every_epoch=true"]) == 0
     assert len((out / "runs.jsonl").read_text().splitlines()) == 4
+
+
+def test_identical_runs_are_reused_from_a_sibling_experiment(tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    base = ["--trials", "1", "--set", "max_steps=2", "--set", "epochs=1"]
+    assert main(["experiment", "smoke", "--out", str(first), *base]) == 0
+    capsys.readouterr()
+    # A one-cell experiment from the recipe itself: its scpl run has the same settings.
+    assert main(["experiment", "smoke", "--out", str(second), "--methods", "scpl", *base]) == 0
+    assert "reused a" in capsys.readouterr().out
+    assert not (second / "runs").exists()  # nothing was trained again
+    rec = json.loads((second / "runs.jsonl").read_text())
+    assert rec["row"] == "scpl" and rec["from"] == "a"
+
+
+def test_recipe_as_experiment_and_row_selection(tmp_path, capsys):
+    exp = resolve_experiment("smoke")
+    assert exp is EXPERIMENTS["smoke"]
+    one = resolve_experiment("paper-cifar10-vgg-bp")
+    assert one.models == ("vgg",) and list(one.rows) == ["bp"]
+    assert main(["experiment", "fmnist-ablate-head", "--rows", "nope", "--out", str(tmp_path)]) == 2
+    assert "this experiment has" in capsys.readouterr().err
 
 
 def test_bad_set_and_unknown_experiment_are_one_line_errors(tmp_path, capsys):
@@ -31,3 +62,15 @@ def test_bad_set_and_unknown_experiment_are_one_line_errors(tmp_path, capsys):
     assert "choose one of" in capsys.readouterr().err
     assert main(["experiment", "smoke", "--out", str(tmp_path), "--set", "epochs"]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_every_experiment_resolves_its_runs():
+    """Every row of every experiment makes a valid config (paper settings included)."""
+    from scpl.config import make_config
+
+    for name, exp in EXPERIMENTS.items():
+        for label, row in exp.rows.items():
+            for model in exp.models:
+                values = {**exp.overrides, **exp.per_model.get(model, {}), **row, "model": model}
+                cfg = make_config(exp.recipe, values)
+                assert cfg.model == model, (name, label)

@@ -43,12 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("experiment", help="run a grid over seeds and write mean ± std tables")
-    p.add_argument("name", help="experiment name (see `scpl list`)")
-    p.add_argument("--trials", type=int, default=3, help="seeds per (model, method) [3]")
+    p = sub.add_parser(
+        "experiment",
+        help="run rows x models x seeds; write mean ± std tables, parameters, seconds, curves",
+        description="Run every (model, row, seed) of a named experiment (or of one recipe), "
+        "select each run's epoch on validation, and write table.md/table.csv (accuracy mean ± "
+        "std with † where a row beats BP, training/inference parameters, train/test seconds "
+        "per epoch), curves.csv/curves.png (test accuracy per epoch) and runs.jsonl. "
+        "Finished runs are not repeated; identical runs of sibling experiments are reused.",
+    )
+    p.add_argument("name", help="experiment name or recipe (see `scpl list`)")
+    p.add_argument("--trials", type=int, default=3, help="seeds per (model, row) [3]")
     p.add_argument("--out", default=None, help="output dir [docs/results/<name>]")
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
     p.add_argument("--models", default=None, help="comma-separated subset of models")
+    p.add_argument("--rows", default=None, help="comma-separated subset of row labels")
+    p.add_argument(
+        "--smoke", action="store_true", help="every run shrunk to a few steps (for testing)"
+    )
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="train every run even if a sibling experiment already ran the same settings",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -106,7 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--head", default="mlp")
     p.add_argument("--methods", default=None, help="comma-separated (default: all)")
+    p.add_argument("--out", default=None, help="also write params.md and params.csv here")
     p.set_defaults(func=cmd_params)
+    p = sub.add_parser(
+        "epoch-time",
+        help="seconds per epoch vs batch size of each schedule (one-device op costs, simulated "
+        "K devices; paper Figs. 5-12)",
+    )
+    add_epoch_time_arguments(p)
+    p.set_defaults(func=cmd_epoch_time)
     return parser
 
 
@@ -440,16 +465,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from scpl.experiment import run_experiment
 
     out = Path(args.out or f"docs/results/{args.name}")
+    overrides = parse_overrides(args.set)
+    if args.smoke:
+        overrides["smoke"] = True
     table = run_experiment(
         args.name,
         args.trials,
         out,
-        parse_overrides(args.set),
+        overrides,
         tuple(args.methods.split(",")) if args.methods else None,
         tuple(args.models.split(",")) if args.models else None,
+        rows=tuple(args.rows.split(",")) if args.rows else None,
+        reuse=not args.no_reuse,
     )
     print((out / "table.md").read_text())
-    print(f"wrote {out}/table.md, table.csv, runs.jsonl ({len(table['cells'])} cells)")
+    extra = ", curves.csv, curves.png" if (out / "curves.png").exists() else ""
+    print(f"wrote {out}/table.md, table.csv, runs.jsonl{extra} ({len(table['cells'])} cells)")
     return 0
 
 
@@ -490,7 +521,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("experiments:")
     for name, e in EXPERIMENTS.items():
-        print(f"  {name:16s} {'/'.join(e.models)} x {'/'.join(e.methods)} (recipe {e.recipe})")
+        rows = "/".join(e.rows)
+        print(f"  {name:20s} {'/'.join(e.models)} x {rows} (recipe {e.recipe})")
     print("recipes:")
     paper = [r for r in RECIPES if r.startswith("paper-")]
     for r in sorted(set(RECIPES) - set(paper)):
@@ -506,6 +538,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
+    """Training vs inference parameter counts per model and method (Delog-SCL Table 5)."""
+    import csv
+    from pathlib import Path
+
     from scpl.data import DATASETS
     from scpl.methods import METHODS, MethodConfig, build_method, count_parameters
     from scpl.models import MODELS, build_model
@@ -517,23 +553,99 @@ def cmd_params(args: argparse.Namespace) -> int:
         else [m for m in MODELS.names() if getattr(MODELS.get(m), "kind", "image") == spec.kind]
     )
     methods = args.methods.split(",") if args.methods else METHODS.names()
-    print(
-        f"# parameters on {args.dataset} {spec.input_shape}, {spec.num_classes} classes, "
+    title = (
+        f"parameters on {args.dataset} {spec.input_shape}, {spec.num_classes} classes, "
         f"K={args.stages}, width={args.width}, head={args.head}"
     )
-    print(
-        f"| {'model':10s} | {'method':10s} | {'training':>12s} | {'inference (effective)':>22s} | {'affiliated':>12s} |"
-    )
-    print(f"|{'-' * 12}|{'-' * 12}|{'-' * 14}|{'-' * 24}|{'-' * 14}|")
+    rows = []
     for name in models:
         for meth in methods:
             model = build_model(name, spec.input_shape, spec.num_classes, args.stages, args.width)
             units = build_method(meth, MethodConfig(head=args.head)).attach(model)
-            c = count_parameters(units)
-            print(
-                f"| {name:10s} | {meth:10s} | {c['training']:12,d} | {c['effective']:22,d} | {c['affiliated']:12,d} |"
-            )
-    _ = METHODS
+            rows.append({"model": name, "method": meth, **count_parameters(units)})
+    lines = [
+        f"# {title}",
+        "",
+        "| model | method | training | inference (effective) | affiliated (training-only) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['method']} | {r['training']:,} | {r['effective']:,} | "
+        f"{r['affiliated']:,} |"
+        for r in rows
+    ]
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "params.md").write_text("\n".join(lines) + "\n")
+        with open(out / "params.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["model", "method", "training", "effective", "affiliated"])
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {out}/params.md, params.csv")
+    return 0
+
+
+def add_epoch_time_arguments(p: argparse.ArgumentParser) -> None:
+    from scpl.epoch_time import DEFAULT_SCHEDULES
+
+    p.add_argument("--model", default="vgg")
+    p.add_argument("--dataset", default="cifar100", help="shapes and epoch size [cifar100]")
+    p.add_argument("--stages", type=int, default=4, help="K [4]")
+    p.add_argument("--batch-sizes", default="32,64,128,256,512", help="N values [32,...,512]")
+    p.add_argument("--schedules", default=",".join(DEFAULT_SCHEDULES))
+    p.add_argument("--method", default="scpl", help="local-loss method of scpl schedules [scpl]")
+    p.add_argument("--width", type=float, default=0.25, help="model width multiplier [0.25]")
+    p.add_argument("--micro-batches", type=int, default=0, help="gpipe schedules [K]")
+    p.add_argument(
+        "--emulate",
+        default="measured",
+        choices=("measured", "flops"),
+        help="op costs timed on --device, or proportional to FLOPs (compute-bound) [measured]",
+    )
+    p.add_argument("--tflops", type=float, default=1.0, help="--emulate flops: device speed [1]")
+    p.add_argument(
+        "--transfer", default="", help="per-message transfer cost, e.g. send_act=1ms,recv_act=1ms"
+    )
+    p.add_argument("--train-size", type=int, default=0, help="samples per epoch [the dataset's]")
+    p.add_argument("--augment", default="", help="[two-view for images, none for text]")
+    p.add_argument("--head", default="", help="[mlp for images, identity for text]")
+    p.add_argument("--proj-dim", type=int, default=1024)
+    p.add_argument("--rounds", type=int, default=2, help="timed steps per measurement [2]")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads [1]")
+    p.add_argument("--out", default=None, help="[docs/results/epoch-time/<model>-<dataset>]")
+
+
+def cmd_epoch_time(args: argparse.Namespace) -> int:
+    from scpl.common import resolve_device
+    from scpl.epoch_time import EpochTimeOptions, epoch_time
+
+    epoch_time(
+        EpochTimeOptions(
+            model=args.model,
+            dataset=args.dataset,
+            stages=args.stages,
+            batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
+            schedules=tuple(s.strip() for s in args.schedules.split(",") if s.strip()),
+            method=args.method,
+            width=args.width,
+            micro_batches=args.micro_batches,
+            emulate=args.emulate,
+            tflops=args.tflops,
+            transfer=args.transfer,
+            train_size=args.train_size,
+            augment=args.augment,
+            head=args.head,
+            proj_dim=args.proj_dim,
+            rounds=args.rounds,
+            device=str(resolve_device(args.device)),
+            threads=args.threads,
+            out=args.out or "",
+            command="scpl " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["epoch-time"] else "",
+        )
+    )
     return 0
 
 

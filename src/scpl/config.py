@@ -10,6 +10,8 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import os
+import tempfile
 import textwrap
 from dataclasses import dataclass, fields
 from typing import Any
@@ -24,7 +26,7 @@ class TrainConfig:
     model: str = "vgg"
     """Registered model name (see `scpl list`)."""
     method: str = "scpl"
-    """Learning method: bp, scpl, early-exit."""
+    """Learning method: bp, scpl, early-exit, al."""
     dataset: str = "fashion-mnist"
     """Registered dataset name."""
     data_dir: str | None = None
@@ -75,6 +77,9 @@ class TrainConfig:
     """Vision augmentation: none, basic, strong or two-view (2N inputs)."""
     val_fraction: float = 0.1
     """Share of the training set held out for model selection."""
+    test_every_epoch: bool = False
+    """Also measure test accuracy after every epoch, for learning curves (recorded only: the
+    reported epoch is still chosen on the validation split)."""
     seed: int = 0
     """Random seed (data order, init, augmentation)."""
     device: str = "auto"
@@ -117,6 +122,11 @@ class TrainConfig:
     """Show a progress bar."""
     tensorboard: bool = True
     """Also write TensorBoard scalars when tensorboard is installed."""
+    smoke: bool = False
+    """Shrink the run to seconds for testing: the same model, method, schedule, executor, head,
+    augmentation, stages and optimiser on a tiny synthetic stand-in of the dataset (same input
+    shape and classes), width 1/16, batch 16, 1 epoch of 2 steps, no progress bar or
+    TensorBoard. These sizes win over other flags; --out still applies (default: a temp dir)."""
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work, saying how to fix them."""
@@ -194,8 +204,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 _PAPER_VISION = dict(epochs=200, lr=1e-3, lr_min=1e-5, augment="two-view", head="mlp", width=1.0)
 for _ds in ("cifar10", "cifar100", "tiny-imagenet"):
     for _model in ("convnet", "vgg", "resnet18"):
-        for _method in ("bp", "early-exit", "scpl"):
-            # Paper: BP at batch 128, SCPL at 1024 (Early Exit follows the local methods).
+        for _method in ("bp", "early-exit", "al", "scpl"):
+            # Paper: BP at batch 128, SCPL at 1024 (Early Exit and AL follow the local methods).
             bs = 128 if _method == "bp" else 1024
             RECIPES[f"paper-{_ds}-{_model}-{_method}"] = dict(
                 _PAPER_VISION, dataset=_ds, model=_model, method=_method, batch_size=bs
@@ -214,10 +224,51 @@ _PAPER_TEXT = dict(
 )
 for _ds in ("ag-news", "imdb", "dbpedia", "sst2"):
     for _model in ("lstm", "transformer"):
-        for _method in ("bp", "early-exit", "scpl"):
+        for _method in ("bp", "early-exit", "al", "scpl"):
             RECIPES[f"paper-{_ds}-{_model}-{_method}"] = dict(
                 _PAPER_TEXT, dataset=_ds, model=_model, method=_method
             )
+
+
+# --smoke: a tiny synthetic stand-in of the run's dataset (same input shape and classes). Four
+# training samples per class and a 1/4 validation share leave one validation sample per class
+# (the stratified split rounds per class), and at least 2 batches of 16 for training.
+SMOKE_BATCH = 16
+SMOKE_VAL_FRACTION = 0.25
+
+
+def smoke_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Config values that shrink a run (recipe + overrides in ``values``) to seconds."""
+    from scpl.data import dataset_spec  # imports torch: only when a smoke run is asked for
+
+    spec = dataset_spec(values.get("dataset", TrainConfig.dataset))
+    # text-csv learns its classes from the files; any count exercises the same code.
+    classes = spec.num_classes or 2
+    n_train, n_test = max(3 * SMOKE_BATCH, 4 * classes), 2 * SMOKE_BATCH
+    if spec.kind == "text":
+        dataset = f"synthetic-text:{classes}:{n_train}:{n_test}"
+    else:
+        shape = "x".join(map(str, spec.input_shape))
+        dataset = f"synthetic:{shape}:{classes}:{n_train}:{n_test}"
+    return dict(
+        dataset=dataset,
+        data_dir=None,
+        download=False,
+        glove=None,
+        embed_dim=16,
+        vocab_size=64,
+        max_len=16,
+        width=0.0625,
+        proj_dim=32,
+        batch_size=SMOKE_BATCH,
+        epochs=1,
+        max_steps=2,
+        val_fraction=SMOKE_VAL_FRACTION,
+        checkpoint_every=0,
+        progress=False,
+        tensorboard=False,
+        out=os.path.join(tempfile.gettempdir(), "scpl-smoke", "{recipe}-{model}-{method}-s{seed}"),
+    )
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -279,6 +330,12 @@ def make_config(
     for k, v in given.items():
         if k in names and v is not None:
             values[k] = v
+    if values.get("smoke"):
+        # Computed from the final model/dataset, so an experiment's overrides are shrunk too.
+        shrink = smoke_overrides(values)
+        if given.get("out") is not None:
+            del shrink["out"]
+        values.update(shrink)
     unknown = set(values) - names
     if unknown:
         raise ConfigError(f"unknown config fields {sorted(unknown)}")
