@@ -464,7 +464,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from scpl.config import parse_overrides
     from scpl.experiment import run_experiment
 
-    out = Path(args.out or f"docs/results/{args.name}")
+    # Smoke runs are for checking that an experiment runs, not for the results folder.
+    out = Path(args.out or (f"runs/smoke/{args.name}" if args.smoke else f"docs/results/{args.name}"))
     overrides = parse_overrides(args.set)
     if args.smoke:
         overrides["smoke"] = True

@@ -425,7 +425,8 @@ def write_tables(table: dict, out_dir: Path, meta: dict) -> None:
     lines = [f"# {meta.get('title') or meta['experiment']}", ""]
     lines += [
         f"Test accuracy (%), mean ± std over {meta['trials']} seed(s); each run's epoch chosen on "
-        "the validation split" + (f"; † = higher mean than {baseline}." if baseline else "."),
+        "the validation split"
+        + (f"; † = higher mean than {baseline}; bold = best of the others." if baseline else "."),
         "",
         header,
         rule,
@@ -439,7 +440,14 @@ def write_tables(table: dict, out_dir: Path, meta: dict) -> None:
                 continue
             base = cells.get((baseline, model)) if baseline else None
             dagger = " †" if base and label != baseline and c["mean"] > base["mean"] else ""
-            out.append(f"{c['mean']:.2f} ± {c['std']:.2f}{dagger}")
+            text = f"{c['mean']:.2f} ± {c['std']:.2f}{dagger}"
+            # Like the paper: the winner among the non-baseline rows in bold.
+            others = [
+                cells[(r, model)]["mean"] for r in rows if r != baseline and (r, model) in cells
+            ]
+            if baseline and label != baseline and len(others) > 1 and c["mean"] == max(others):
+                text = f"**{text}**"
+            out.append(text)
         lines.append(f"| {label} | " + " | ".join(out) + " |")
     lines += [
         "",

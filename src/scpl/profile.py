@@ -199,7 +199,7 @@ def profile(opts: ProfileOptions, log=print) -> dict:
     png = write_gantt(
         panels,
         out / f"{name}.png",
-        f"{what} timeline, {opts.steps} mini-batches: {subtitle}",
+        f"{what} timeline, {opts.steps} mini-batch{'es' if opts.steps != 1 else ''}: {subtitle}",
     )
     trace = write_trace(panels, out / f"{name}.trace.json", {"rows": rows})
     ev_path = out / f"{name}.events.json"

@@ -86,6 +86,9 @@ class DatasetSpec:
     # Known per-sample input shape and class count (for `scpl params` without loading data).
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
+    # Parametrised datasets (``name:PARAMS``, e.g. ``synthetic:3x64x64:200``): returns the spec
+    # for the text after the first colon, or raises ConfigError naming the expected form.
+    with_params: Callable[[str], DatasetSpec] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -94,6 +97,17 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset")
 def register_dataset(spec: DatasetSpec, help: str = "") -> DatasetSpec:
     """Register a dataset spec under its name."""
     return DATASETS.register(spec.name, help=help)(spec)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec for a dataset name, resolving ``name:PARAMS`` for parametrised datasets."""
+    base, sep, params = name.partition(":")
+    spec = DATASETS.get(base)
+    if not sep:
+        return spec
+    if spec.with_params is None:
+        raise ConfigError(f"dataset {base!r} takes no parameters; use --dataset {base}")
+    return spec.with_params(params)
 
 
 def cache_dir() -> Path:
@@ -211,7 +225,7 @@ def load_dataset(
     seed: int = 0,
 ) -> DataBundle:
     """Load a registered dataset into memory and split off validation data."""
-    spec = DATASETS.get(name)
+    spec = dataset_spec(name)
     root = resolve_root(spec, data_dir, download) if spec.needs_files else None
     raw = spec.load(root)
     check_labels(raw.train_y, raw.num_classes, f"{name} train")

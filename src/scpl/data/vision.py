@@ -33,7 +33,7 @@ from scpl.data.base import (
     download_file,
     register_dataset,
 )
-from scpl.errors import DataError
+from scpl.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
@@ -625,22 +625,57 @@ SYNTHETIC_SEED = 0
 SYNTHETIC_NOISE = 48.0  # std of the per-pixel noise, in uint8 units
 
 
-def _synthetic_load(root: Path | None) -> RawData:
+def _synthetic_raw(shape: tuple[int, ...], classes: int, n_train: int, n_test: int) -> RawData:
     """Class-coloured noise: each class has its own mean colour, so it is learnable."""
     g = torch.Generator().manual_seed(SYNTHETIC_SEED)
-    c = SYNTHETIC_SHAPE[0]
-    colours = torch.rand(SYNTHETIC_CLASSES, c, 1, 1, generator=g) * 160 + 48
+    colours = torch.rand(classes, shape[0], 1, 1, generator=g) * 160 + 48
 
     def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Balanced classes in random order.
-        y = (torch.arange(n) % SYNTHETIC_CLASSES)[torch.randperm(n, generator=g)]
-        noise = torch.randn(n, *SYNTHETIC_SHAPE, generator=g) * SYNTHETIC_NOISE
+        y = (torch.arange(n) % classes)[torch.randperm(n, generator=g)]
+        noise = torch.randn(n, *shape, generator=g) * SYNTHETIC_NOISE
         x = (colours[y] + noise).round().clamp(0, 255).to(torch.uint8)
         return x, y.to(torch.int64)
 
-    train_x, train_y = make(SYNTHETIC_TRAIN)
-    test_x, test_y = make(SYNTHETIC_TEST)
-    return RawData(train_x, train_y, test_x, test_y, num_classes=SYNTHETIC_CLASSES)
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    return RawData(train_x, train_y, test_x, test_y, num_classes=classes)
+
+
+def _synthetic_load(root: Path | None) -> RawData:
+    # Reads the module globals at load time so benchmarks can resize the plain dataset.
+    return _synthetic_raw(SYNTHETIC_SHAPE, SYNTHETIC_CLASSES, SYNTHETIC_TRAIN, SYNTHETIC_TEST)
+
+
+SYNTHETIC_FORM = (
+    "synthetic:CxHxW:CLASSES[:TRAIN:TEST], e.g. synthetic:3x64x64:200 or synthetic:1x28x28:10:64:32"
+)
+
+
+def _synthetic_params(params: str) -> DatasetSpec:
+    """``synthetic:CxHxW:CLASSES[:TRAIN:TEST]``: class-coloured noise of any shape and size."""
+    parts = params.split(":")
+    try:
+        if len(parts) not in (2, 4):
+            raise ValueError
+        shape = tuple(int(v) for v in parts[0].lower().split("x"))
+        classes = int(parts[1])
+        n_train, n_test = (
+            (int(parts[2]), int(parts[3])) if len(parts) == 4 else (SYNTHETIC_TRAIN, SYNTHETIC_TEST)
+        )
+        if len(shape) != 3 or min(*shape, classes, n_train, n_test) < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            f"--dataset synthetic:{params} is ill-formed; use {SYNTHETIC_FORM}"
+        ) from None
+    return DatasetSpec(
+        name=f"synthetic:{params}",
+        load=lambda root: _synthetic_raw(shape, classes, n_train, n_test),
+        needs_files=False,
+        input_shape=shape,
+        num_classes=classes,
+    )
 
 
 register_dataset(
@@ -651,6 +686,8 @@ register_dataset(
         # The defaults at import time; code that changes SYNTHETIC_* sees the real shape on load.
         input_shape=SYNTHETIC_SHAPE,
         num_classes=SYNTHETIC_CLASSES,
+        with_params=_synthetic_params,
     ),
-    help="synthetic: random 3x32x32 class-coloured noise, 10 classes, 2048/512 (benchmarks)",
+    help="synthetic: random 3x32x32 class-coloured noise, 10 classes, 2048/512 (benchmarks); "
+    "any size as synthetic:CxHxW:CLASSES[:TRAIN:TEST]",
 )
