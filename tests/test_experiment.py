@@ -74,3 +74,18 @@ def test_every_experiment_resolves_its_runs():
                 values = {**exp.overrides, **exp.per_model.get(model, {}), **row, "model": model}
                 cfg = make_config(exp.recipe, values)
                 assert cfg.model == model, (name, label)
+
+
+def test_paper_experiment_runs_as_smoke(tmp_path, capsys):
+    """A paper-scale experiment (CIFAR-10 VGG, paper settings) shrunk by --smoke to seconds."""
+    out = tmp_path / "flow"
+    assert (
+        main(["experiment", "paper-ablate-flow", "--smoke", "--trials", "1", "--out", str(out)])
+        == 0
+    )
+    rows = {r["row"] for r in csv.DictReader(open(out / "table.csv"))}
+    assert rows == {"multiple short gradient flows (scpl)", "single gradient flow (bp)"}
+    assert (out / "curves.png").exists()
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    # The CIFAR-10 shape and classes, on a synthetic stand-in.
+    assert all(r["config"]["dataset"].startswith("synthetic:3x32x32:10") for r in runs)

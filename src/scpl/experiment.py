@@ -588,14 +588,18 @@ def write_curves(runs: list[dict], models, rows, out_dir: Path, title: str) -> N
 
 
 def _commit() -> str:
-    try:
+    """Short commit of the code that ran, with -dirty when it had uncommitted changes."""
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
+            ["git", *args], capture_output=True, text=True, timeout=5, cwd=here
         ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", str(here))
+        return commit + ("-dirty" if commit and dirty else "")
     except Exception:
         return ""
 
