@@ -543,11 +543,11 @@ def cmd_params(args: argparse.Namespace) -> int:
     import csv
     from pathlib import Path
 
-    from scpl.data import DATASETS
+    from scpl.data import dataset_spec
     from scpl.methods import METHODS, MethodConfig, build_method, count_parameters
     from scpl.models import MODELS, build_model
 
-    spec = DATASETS.get(args.dataset)
+    spec = dataset_spec(args.dataset)
     models = (
         [args.model]
         if args.model
@@ -614,6 +614,13 @@ def add_epoch_time_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", default="", help="[mlp for images, identity for text]")
     p.add_argument("--proj-dim", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=2, help="timed steps per measurement [2]")
+    p.add_argument(
+        "--max-inputs",
+        type=int,
+        default=0,
+        help="run steps of at most this many inputs (memory); larger ones are extrapolated "
+        "linearly (F/L/B scale, U does not) [no cap]",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads [1]")
     p.add_argument("--out", default=None, help="[docs/results/epoch-time/<model>-<dataset>]")
@@ -641,6 +648,7 @@ def cmd_epoch_time(args: argparse.Namespace) -> int:
             head=args.head,
             proj_dim=args.proj_dim,
             rounds=args.rounds,
+            max_inputs=args.max_inputs,
             device=str(resolve_device(args.device)),
             threads=args.threads,
             out=args.out or "",
