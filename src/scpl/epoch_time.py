@@ -25,10 +25,7 @@ Only shapes and sizes are used: no data file is read.
 from __future__ import annotations
 
 import csv
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scpl.errors import ConfigError
+from scpl.provenance import git_commit, hardware
 
 Costs = dict[int, dict[str, float]]
 CostsFor = Callable[[int, str], Costs]  # (inputs per step, method) -> mini-batch op costs
@@ -452,36 +450,6 @@ def epoch_rows(opts: EpochTimeOptions, setup: Setup, costs_for: CostsFor, log=pr
 # ------------------------------------------------------------------------------------------
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except Exception:
-        return ""
-
-
-def hardware() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    s = f"{cpu}, {os.cpu_count()} vCPUs"
-    if torch.cuda.is_available():
-        s += f"; {torch.cuda.get_device_name(0)}"
-    return s
-
-
 def _g(v: float) -> str:
     return f"{v:.0f}" if v >= 1000 else f"{v:.1f}" if v >= 10 else f"{v:.3g}"
 
@@ -677,7 +645,7 @@ def epoch_time(
         opts.command or "(called from Python)",
         "```",
         "",
-        f"- commit {_commit() or '?'}, {time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s",
+        f"- commit {git_commit() or '?'}, {time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s",
         f"- hardware: {hardware()}; torch {torch.__version__}, {opts.threads} intra-op thread(s)",
         f"- model {opts.model} at width {opts.width:g}"
         + (" (reduced; the paper uses 1)" if opts.width < 1 else "")

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from scpl.errors import ConfigError, ScplError
 from scpl.methods import MethodConfig, build_method, count_parameters
 from scpl.models import MODELS, build_model
 from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
+from scpl.provenance import git_commit, hardware
 
 
 def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
@@ -476,21 +476,12 @@ def progress(total: int, desc: str, enabled: bool):
 
 
 def versions() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except Exception:
-        commit = ""
     return {
-        "scpl_commit": commit,
+        "scpl_commit": git_commit(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "hardware": hardware(),
         "cuda": torch.version.cuda,
     }
 
