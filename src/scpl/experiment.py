@@ -424,8 +424,28 @@ def write_tables(table: dict, out_dir: Path, meta: dict) -> None:
     """table.md (accuracy, parameters, seconds per epoch) and table.csv."""
     models, rows, cells = table["models"], table["rows"], table["cells"]
     baseline = table.get("baseline")
-    header = "| | " + " | ".join(models) + " |"
-    rule = "|---|" + "---|" * len(models)
+
+    def grid(cell_text) -> list[str]:
+        """A rows × models Markdown table; ``cell_text(label, model, cell)`` fills a cell."""
+        out = ["| | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for label in rows:
+            texts = []
+            for model in models:
+                c = cells.get((label, model))
+                texts.append("–" if c is None else cell_text(label, model, c))
+            out.append(f"| {label} | " + " | ".join(texts) + " |")
+        return out
+
+    def accuracy(label: str, model: str, c: dict) -> str:
+        base = cells.get((baseline, model)) if baseline else None
+        dagger = " †" if base and label != baseline and c["mean"] > base["mean"] else ""
+        text = f"{c['mean']:.2f} ± {c['std']:.2f}{dagger}"
+        # Like the paper: the winner among the non-baseline rows in bold.
+        others = [cells[(r, model)]["mean"] for r in rows if r != baseline and (r, model) in cells]
+        if baseline and label != baseline and len(others) > 1 and c["mean"] == max(others):
+            text = f"**{text}**"
+        return text
+
     lines = [f"# {meta.get('title') or meta['experiment']}", ""]
     lines += [
         f"Test accuracy (%), mean ± std over {meta['trials']} seed(s); each run's epoch chosen on "
@@ -433,60 +453,23 @@ def write_tables(table: dict, out_dir: Path, meta: dict) -> None:
         + (f"; † = higher mean than {baseline}" if baseline else "")
         + ("; bold = best of the others." if baseline and len(rows) > 2 else "."),
         "",
-        header,
-        rule,
-    ]
-    for label in rows:
-        out = []
-        for model in models:
-            c = cells.get((label, model))
-            if c is None:
-                out.append("–")
-                continue
-            base = cells.get((baseline, model)) if baseline else None
-            dagger = " †" if base and label != baseline and c["mean"] > base["mean"] else ""
-            text = f"{c['mean']:.2f} ± {c['std']:.2f}{dagger}"
-            # Like the paper: the winner among the non-baseline rows in bold.
-            others = [
-                cells[(r, model)]["mean"] for r in rows if r != baseline and (r, model) in cells
-            ]
-            if baseline and label != baseline and len(others) > 1 and c["mean"] == max(others):
-                text = f"**{text}**"
-            out.append(text)
-        lines.append(f"| {label} | " + " | ".join(out) + " |")
-    lines += [
+        *grid(accuracy),
         "",
         "Parameters, training / inference (Delog-SCL Table 5: heads, local classifiers, AL's "
         "bridges and encoders are training-only; AL's decoders are also used at inference):",
         "",
-        header,
-        rule,
-    ]
-    for label in rows:
-        out = []
-        for model in models:
-            c = cells.get((label, model))
-            out.append("–" if c is None else _params(c["params"]))
-        lines.append(f"| {label} | " + " | ".join(out) + " |")
-    lines += [
+        *grid(lambda label, model, c: _params(c["params"])),
         "",
         "Seconds per epoch, train / test (mean ± std over seeds; Delog-SCL Table 7). Train: one "
         "training epoch as run (steps per epoch below); test: one pass over the test split:",
         "",
-        header,
-        rule,
-    ]
-    for label in rows:
-        out = []
-        for model in models:
-            c = cells.get((label, model))
-            out.append(
-                "–"
-                if c is None
-                else f"{_fmt_ms(c['train_s'])} / {_fmt_ms(c['test_s'], 2)} "
+        *grid(
+            lambda label, model, c: (
+                f"{_fmt_ms(c['train_s'])} / {_fmt_ms(c['test_s'], 2)} "
                 f"({c['steps_per_epoch']} steps, {c['samples_per_s']:.0f} samples/s)"
             )
-        lines.append(f"| {label} | " + " | ".join(out) + " |")
+        ),
+    ]
     lines += ["", "```", json.dumps(meta, indent=1), "```"]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
     with open(out_dir / "table.csv", "w", newline="") as f:
