@@ -18,6 +18,7 @@ $S experiment fmnist --trials 3
 $S experiment fmnist-ablate-flow --trials 3
 $S experiment fmnist-ablate-head --trials 2
 $S experiment fmnist-ablate-batch --trials 2
+$S experiment fmnist-long --trials 1
 $S params --dataset cifar10 --out docs/results/params
 
 # Time per epoch vs batch size (SCPL appendix Figs 5-12).

@@ -465,7 +465,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from scpl.experiment import run_experiment
 
     # Smoke runs are for checking that an experiment runs, not for the results folder.
-    out = Path(args.out or (f"runs/smoke/{args.name}" if args.smoke else f"docs/results/{args.name}"))
+    out = Path(
+        args.out or (f"runs/smoke/{args.name}" if args.smoke else f"docs/results/{args.name}")
+    )
     overrides = parse_overrides(args.set)
     if args.smoke:
         overrides["smoke"] = True
