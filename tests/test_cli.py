@@ -330,3 +330,14 @@ def test_nan_guard_skip_drops_bad_batches_and_finishes(tmp_path, capsys):
     )
     assert rc == 0
     assert "test_acc=" in capsys.readouterr().out
+
+
+def test_params_out_writes_markdown_and_csv(tmp_path, capsys):
+    import csv
+
+    argv = ["params", "--dataset", "synthetic:1x8x8:3", "--model", "convnet", "--width", "0.125"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "params.csv")))
+    assert {r["method"] for r in rows} == set(METHODS.names())
+    assert all(int(r["training"]) == int(r["effective"]) + int(r["affiliated"]) for r in rows)
+    assert "| convnet | scpl |" in (tmp_path / "params.md").read_text()

@@ -55,6 +55,8 @@ def test_recipe_as_experiment_and_row_selection(tmp_path, capsys):
     assert one.models == ("vgg",) and list(one.rows) == ["bp"]
     assert main(["experiment", "fmnist-ablate-head", "--rows", "nope", "--out", str(tmp_path)]) == 2
     assert "this experiment has" in capsys.readouterr().err
+    assert main(["experiment", "fmnist", "--methods", "dfa", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'dfa'; choose one of" in capsys.readouterr().err
 
 
 def test_bad_set_and_unknown_experiment_are_one_line_errors(tmp_path, capsys):

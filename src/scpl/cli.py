@@ -210,6 +210,11 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
         ) from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """Comma-separated names, blanks dropped."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     from scpl.bench import EQUAL_SPEC, PARTS
 
@@ -323,7 +328,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         kw["vgg_stages"] = _ints(args.measure_stages, "--measure-stages")
     parts = None
     if args.parts:
-        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        parts = _names(args.parts)
     elif args.project or args.balance:
         parts = (("project",) if args.project else ()) + (("balance",) if args.balance else ())
     if parts:
@@ -398,7 +403,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     shape = _shape(args.input_shape)
     opts = ProfileOptions(
-        schedules=tuple(s.strip() for s in args.schedule.split(",") if s.strip()),
+        schedules=_names(args.schedule),
         model=args.model,
         method=args.method,
         stages=args.stages,
@@ -638,7 +643,7 @@ def cmd_epoch_time(args: argparse.Namespace) -> int:
             dataset=args.dataset,
             stages=args.stages,
             batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
-            schedules=tuple(s.strip() for s in args.schedules.split(",") if s.strip()),
+            schedules=_names(args.schedules),
             method=args.method,
             width=args.width,
             micro_batches=args.micro_batches,

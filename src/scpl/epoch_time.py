@@ -109,8 +109,11 @@ class EpochTimeOptions:
 
 
 def method_of(schedule: str, method: str = "scpl") -> str:
-    """The method a schedule runs here: BP for sequential (BP on one device), nmp and gpipe."""
-    return method if schedule in ("scpl", "scpl-gpipe") else "bp"
+    """The method a schedule runs here: ``method`` on the local-loss schedules, BP on the others
+    (sequential is the one-device BP reference)."""
+    from scpl.parallel import SCHEDULES
+
+    return method if SCHEDULES.get(schedule).local else "bp"
 
 
 @dataclass

@@ -276,11 +276,8 @@ def _select_rows(exp: Experiment, methods, rows) -> list[str]:
             )
         labels = [r for r in labels if r in rows]
     if methods:
-        unknown = [m for m in methods if m not in METHODS.names()]
-        if unknown:
-            raise ConfigError(
-                f"unknown method(s) {unknown}; choose from: {', '.join(METHODS.names())}"
-            )
+        for m in methods:
+            METHODS.get(m)  # an unknown name is the registry's one-line error
         default_method = RECIPES[exp.recipe].get("method", "scpl")
         labels = [r for r in labels if exp.rows[r].get("method", default_method) in methods]
     return labels
@@ -349,7 +346,8 @@ def _done_runs(path: Path) -> dict:
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                done[(r["model"], r.get("row", r["method"]), r["seed"])] = r
+                r.setdefault("row", r["method"])  # runs.jsonl before rows existed
+                done[(r["model"], r["row"], r["seed"])] = r
     return done
 
 
@@ -365,7 +363,7 @@ def summarise(runs: list[dict], models, rows) -> dict:
     cells = {}
     for label in rows:
         for model in models:
-            rs = [r for r in runs if r["model"] == model and r.get("row", r["method"]) == label]
+            rs = [r for r in runs if r["model"] == model and r["row"] == label]
             if not rs:
                 continue
             acc = _mean_std([100 * r["test_acc"] for r in rs])
@@ -524,7 +522,7 @@ def _params(p: dict) -> str:
 def write_curves(runs: list[dict], models, rows, out_dir: Path, title: str) -> None:
     """curves.csv (every run's test/val accuracy per epoch) and curves.png (mean ± std)."""
     points = [
-        (r["model"], r.get("row", r["method"]), r["seed"], e)
+        (r["model"], r["row"], r["seed"], e)
         for r in runs
         for e in r.get("epochs", [])
         if "test_acc" in e

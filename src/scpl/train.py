@@ -214,13 +214,11 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             train_seconds += epoch_seconds
             bar.close()
 
-            t_eval = time.perf_counter()
-            val_acc = (
-                evaluate(executor, data.val, augment, cfg.eval_batch_size, device)
+            val_acc, val_seconds = (
+                timed_evaluate(executor, data.val, augment, cfg.eval_batch_size, device)
                 if len(data.val)
-                else float("nan")
+                else (float("nan"), 0.0)
             )
-            val_seconds = time.perf_counter() - t_eval
             record = {
                 "kind": "epoch",
                 "epoch": epoch,
@@ -233,11 +231,9 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             }
             if cfg.test_every_epoch:
                 # For learning curves only; model selection below looks at validation alone.
-                t_eval = time.perf_counter()
-                record["test_acc"] = evaluate(
+                record["test_acc"], record["test_seconds"] = timed_evaluate(
                     executor, data.test, augment, cfg.eval_batch_size, device
                 )
-                record["test_seconds"] = time.perf_counter() - t_eval
             log.write(record)
             echo(f"epoch {epoch + 1}: val_acc={val_acc:.4f} ({train_seconds:.1f}s training)")
             if not len(data.val) or val_acc > best["val_acc"]:
@@ -259,9 +255,9 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     atomic_save([cpu_copy(u) for u in executor.unit_states()], out_dir / f"final.rank{env.rank}.pt")
     if best["state"] is not None:
         executor.load_unit_states(best["state"])
-    t_eval = time.perf_counter()
-    test_acc = evaluate(executor, data.test, augment, cfg.eval_batch_size, device)
-    test_seconds = time.perf_counter() - t_eval
+    test_acc, test_seconds = timed_evaluate(
+        executor, data.test, augment, cfg.eval_batch_size, device
+    )
     executor.close()
     summary = {
         "test_acc": test_acc,
@@ -392,6 +388,13 @@ def evaluate(
     correct, total = executor.evaluate(batches())
     executor.train(True)
     return correct / max(1, total)
+
+
+def timed_evaluate(*args) -> tuple[float, float]:
+    """:func:`evaluate` and the seconds it took (one pass over the split)."""
+    start = time.perf_counter()
+    acc = evaluate(*args)
+    return acc, time.perf_counter() - start
 
 
 def check_finite(means: dict[str, float], step: int) -> None:
