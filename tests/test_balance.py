@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from scpl.balance import UnitCosts, group_costs, partition_min_max, unit_costs
 from scpl.cli import main
 from scpl.errors import ConfigError
 from scpl.models import build_model
+from scpl.perf.balance import UnitCosts, group_costs, partition_min_max, unit_costs
 
 
 def _compositions(n, k):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from scpl.cli import main
-from scpl.config import TrainConfig, field_docs
 from scpl.methods import METHODS
 from scpl.models import MODELS
+from scpl.training.config import TrainConfig, field_docs
 
 
 @pytest.fixture(autouse=True, scope="module")

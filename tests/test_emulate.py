@@ -6,9 +6,15 @@ from __future__ import annotations
 import pytest
 
 from scpl.cli import main
-from scpl.emulate import costs_from_events, format_emulate, parse_duration, parse_emulate, per_micro
 from scpl.errors import ConfigError
 from scpl.parallel.runner import Event
+from scpl.perf.emulate import (
+    costs_from_events,
+    format_emulate,
+    parse_duration,
+    parse_emulate,
+    per_micro,
+)
 
 
 def test_same_for_every_stage():

@@ -5,8 +5,8 @@ import csv
 import pytest
 
 from scpl.cli import main
-from scpl.epoch_time import EpochTimeOptions, epoch_time, project_epoch
 from scpl.errors import ConfigError
+from scpl.studies.epoch_time import EpochTimeOptions, epoch_time, project_epoch
 
 
 def _read(out):

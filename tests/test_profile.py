@@ -8,8 +8,8 @@ import pytest
 
 from scpl.cli import main
 from scpl.parallel.runner import Event
-from scpl.parallel.simulate import simulate
-from scpl.timeline import split_waits, write_gantt, write_trace
+from scpl.perf.simulate import simulate
+from scpl.report.timeline import split_waits, write_gantt, write_trace
 
 COSTS = {s: {"F": 0.01, "L": 0.002, "B": 0.02, "U": 0.001, "recv_act": 0.001} for s in range(3)}
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -13,10 +13,10 @@ import tempfile
 import pytest
 
 from scpl.cli import main
-from scpl.config import RECIPES, make_config
 from scpl.data import dataset_spec
 from scpl.errors import ConfigError
-from scpl.train import train
+from scpl.training.config import RECIPES, make_config
+from scpl.training.loop import train
 
 PAPER = [r for r in RECIPES if r.startswith("paper-")]
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import pytest
 
-from scpl.bench import run_emulated
-from scpl.emulate import parse_emulate
 from scpl.errors import ConfigError
 from scpl.parallel.schedules import SCHEDULES
-from scpl.parallel.simulate import (
+from scpl.perf.emulate import parse_emulate
+from scpl.perf.simulate import (
     compare,
     finish_times,
     simulate,
     stage_order,
     steady_rate,
 )
+from scpl.studies.bench import run_emulated
 
 UNIT = {s: {"F": 1.0, "L": 1.0, "B": 1.0, "U": 0.0} for s in range(4)}
 

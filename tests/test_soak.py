@@ -4,7 +4,7 @@ runs 10,000 steps). The check is for a leak-sized rise, not an exact figure."""
 import pytest
 
 from scpl.errors import ConfigError
-from scpl.soak import rss_mb, soak
+from scpl.perf.soak import rss_mb, soak
 
 
 @pytest.mark.parametrize("executor", ["sequential", "local"])

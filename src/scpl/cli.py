@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scpl.config import add_config_arguments
+    from scpl.training.config import add_config_arguments
 
     parser = argparse.ArgumentParser(
         prog="scpl", description="Decoupled local losses and pipeline model parallelism."
@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from scpl.common import dist_env
-    from scpl.config import make_config
-    from scpl.train import train
+    from scpl.training.config import make_config
+    from scpl.training.loop import train
 
     cfg = make_config(args.recipe, args)
     if cfg.executor == "dist" and cfg.nproc and not dist_env().is_distributed:
@@ -216,7 +216,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    from scpl.bench import EQUAL_SPEC, PARTS
+    from scpl.studies.bench import EQUAL_SPEC, PARTS
 
     g = p.add_argument_group("what to run (default: every part)")
     g.add_argument(
@@ -282,8 +282,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     if getattr(args, "soak", 0):
         return cmd_soak(args.soak)
-    from scpl.bench import BenchOptions, print_table, run_bench, step_ratio
     from scpl.common import resolve_device
+    from scpl.studies.bench import BenchOptions, print_table, run_bench, step_ratio
 
     shape = _shape(args.input_shape)
     dev = str(resolve_device(args.device))
@@ -351,7 +351,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_profile_arguments(p: argparse.ArgumentParser) -> None:
-    from scpl.bench import EQUAL_SPEC
+    from scpl.studies.bench import EQUAL_SPEC
 
     p.add_argument(
         "--schedule",
@@ -398,7 +398,7 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
-    from scpl.profile import ProfileOptions, profile
+    from scpl.studies.profile import ProfileOptions, profile
 
     torch.set_num_threads(args.threads)
     shape = _shape(args.input_shape)
@@ -430,8 +430,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_balance(args: argparse.Namespace) -> int:
     import torch
 
-    from scpl.balance import partition_min_max, unit_costs
     from scpl.models import build_model
+    from scpl.perf.balance import partition_min_max, unit_costs
 
     torch.set_num_threads(1)
     shape = _shape(args.input_shape)
@@ -466,8 +466,8 @@ def cmd_balance(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from scpl.config import parse_overrides
-    from scpl.experiment import run_experiment
+    from scpl.studies.experiment import run_experiment
+    from scpl.training.config import parse_overrides
 
     # Smoke runs are for checking that an experiment runs, not for the results folder.
     out = Path(
@@ -494,7 +494,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_soak(steps: int) -> int:
     """Resident memory over ``steps`` small training steps, for each single-process executor."""
-    from scpl.soak import soak
+    from scpl.perf.soak import soak
 
     print(f"# soak: resident memory over {steps} steps (4-stage SCPL convnet, batch 16)")
     print("| executor | steps | RSS start MiB | RSS end MiB | max rise % | drift % | seconds |")
@@ -509,11 +509,11 @@ def cmd_soak(steps: int) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from scpl.config import RECIPES
     from scpl.data import DATASETS
     from scpl.methods import METHODS
     from scpl.models import MODELS
     from scpl.parallel import EXECUTORS, SCHEDULES
+    from scpl.training.config import RECIPES
 
     for title, reg in (
         ("models", MODELS),
@@ -525,7 +525,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for name in reg.names():
             print(f"  {name:16s} {reg.describe(name)}")
-    from scpl.experiment import EXPERIMENTS
+    from scpl.studies.experiment import EXPERIMENTS
 
     print("experiments:")
     for name, e in EXPERIMENTS.items():
@@ -596,7 +596,7 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def add_epoch_time_arguments(p: argparse.ArgumentParser) -> None:
-    from scpl.epoch_time import DEFAULT_SCHEDULES
+    from scpl.studies.epoch_time import DEFAULT_SCHEDULES
 
     p.add_argument("--model", default="vgg")
     p.add_argument("--dataset", default="cifar100", help="shapes and epoch size [cifar100]")
@@ -635,7 +635,7 @@ def add_epoch_time_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_epoch_time(args: argparse.Namespace) -> int:
     from scpl.common import resolve_device
-    from scpl.epoch_time import EpochTimeOptions, epoch_time
+    from scpl.studies.epoch_time import EpochTimeOptions, epoch_time
 
     epoch_time(
         EpochTimeOptions(

@@ -119,9 +119,9 @@ def unit_costs(
 ) -> UnitCosts:
     """Body and cut costs of every unit (see the module docstring). ``measure(method, n,
     partition)`` may supply op costs (e.g. a cache); default :func:`measure_op_costs`."""
-    from scpl.emulate import measure_op_costs, stage_totals
     from scpl.methods import MethodConfig, build_method
     from scpl.models import build_model
+    from scpl.perf.emulate import measure_op_costs, stage_totals
 
     if by not in BY:
         raise ConfigError(f"--by {by!r}: choose one of {', '.join(BY)}")

@@ -103,7 +103,7 @@ def simulate(
     """Simulate ``num_batches`` mini-batches of ``schedule`` on ``num_stages`` devices.
 
     ``costs[s][op]`` is the duration of one op of that kind on stage s (per micro-batch for
-    F/L/B/transfers; see :func:`scpl.emulate.per_micro` to derive them from mini-batch costs).
+    F/L/B/transfers; see :func:`scpl.perf.emulate.per_micro` to derive them from mini-batch costs).
     ``local`` (local-loss method or BP) defaults to what the schedule requires (local for
     ``sequential``). Returns the timeline; raises ConfigError if the programs deadlock.
     """

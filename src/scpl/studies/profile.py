@@ -59,8 +59,7 @@ def _resolve_schedule(name: str, method: str) -> tuple[str, str]:
 
 def profile(opts: ProfileOptions, log=print) -> dict:
     """Run (or simulate) each schedule, write the figures; returns paths and summary rows."""
-    from scpl.bench import Proxy, format_table, run_emulated
-    from scpl.emulate import (
+    from scpl.perf.emulate import (
         WORK_OPS,
         flop_op_costs,
         measure_op_costs,
@@ -69,8 +68,9 @@ def profile(opts: ProfileOptions, log=print) -> dict:
         scale_costs,
         stage_totals,
     )
-    from scpl.parallel.simulate import SimResult, compare, simulate
-    from scpl.timeline import write_gantt, write_trace
+    from scpl.perf.simulate import SimResult, compare, simulate
+    from scpl.report.timeline import write_gantt, write_trace
+    from scpl.studies.bench import Proxy, format_table, run_emulated
 
     K = opts.stages
     if K < 1 or opts.steps < 1:

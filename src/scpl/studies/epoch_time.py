@@ -2,12 +2,12 @@
 
 For every batch size N the op costs (F, L, B, U of each stage) of the method each schedule runs
 are taken on ONE device -- timed on this machine with the recorder (``--emulate measured``,
-:func:`scpl.emulate.measure_op_costs`) or proportional to FLOPs (``--emulate flops``, a
-compute-bound device, :func:`scpl.emulate.flop_op_costs`) -- and turned into two numbers:
+:func:`scpl.perf.emulate.measure_op_costs`) or proportional to FLOPs (``--emulate flops``, a
+compute-bound device, :func:`scpl.perf.emulate.flop_op_costs`) -- and turned into two numbers:
 
 * ``measured_one_device_s``: steps_per_epoch x the method's one-device step time (the sum of
   its op costs over all stages, i.e. one op at a time on one device);
-* ``projected_K_s``: the discrete-event simulator (:mod:`scpl.parallel.simulate`) running the
+* ``projected_K_s``: the discrete-event simulator (:mod:`scpl.perf.simulate`) running the
   schedule on K devices with those costs (per micro-batch for the GPipe schedules, plus an
   optional ``--transfer`` cost): the first ``sim_batches`` mini-batches are simulated from an
   empty pipeline, the rest of the epoch is added at the simulated steady-state rate (the
@@ -153,7 +153,7 @@ def resolve(opts: EpochTimeOptions) -> Setup:
         )
     kind = getattr(builder, "kind", "image")
     if spec.kind != kind:
-        from scpl.train import models_of_kind
+        from scpl.training.loop import models_of_kind
 
         raise ConfigError(
             f"model {opts.model!r} takes {kind} data but {opts.dataset!r} is a {spec.kind} "
@@ -221,7 +221,7 @@ def measure_sweep(
     """Time every (inputs per step, method) pair on one device, round-robin.
 
     One sequential executor with a recorder per pair (the real model, as
-    :func:`scpl.emulate.measure_op_costs` builds it); after ``opts.warmup`` steps each, the
+    :func:`scpl.perf.emulate.measure_op_costs` builds it); after ``opts.warmup`` steps each, the
     pairs take turns, one training step at a time, for ``opts.rounds`` rounds, so that load from
     other processes hits every pair alike. On a CPU with one intra-op thread each timed step's
     op spans are scaled by the step's thread CPU time / wall time, which removes the time the
@@ -230,10 +230,10 @@ def measure_sweep(
     one-device transfers are in-process hand-offs, not link costs."""
     import torch
 
-    from scpl.emulate import WORK_OPS, synthetic_batch
     from scpl.methods import MethodConfig, build_method
     from scpl.models import build_model
     from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
+    from scpl.perf.emulate import WORK_OPS, synthetic_batch
 
     dev = torch.device(opts.device)
     K = opts.stages
@@ -314,7 +314,7 @@ def default_costs_for(
     Steps over ``opts.max_inputs`` inputs are extrapolated from a step of ``max_inputs``: F, L
     and B scale with the inputs, U does not (a contrastive loss's N x N similarities grow
     faster, but are a small part of L and B)."""
-    from scpl.emulate import flop_op_costs, scale_costs
+    from scpl.perf.emulate import flop_op_costs, scale_costs
 
     base: dict[tuple[int, str], Costs] = {}
     if opts.emulate == "measured":
@@ -373,9 +373,9 @@ def project_epoch(
 ) -> float:
     """Seconds for ``steps`` mini-batches of ``schedule`` on K devices, from an empty pipeline:
     the first ``sim_batches`` simulated, the rest at the simulated steady-state rate."""
-    from scpl.emulate import per_micro
     from scpl.methods import build_method
-    from scpl.parallel.simulate import simulate
+    from scpl.perf.emulate import per_micro
+    from scpl.perf.simulate import simulate
 
     K = num_stages
     merged = {s: dict(costs.get(s, {})) for s in range(K)}
@@ -393,8 +393,8 @@ def project_epoch(
 
 def epoch_rows(opts: EpochTimeOptions, setup: Setup, costs_for: CostsFor, log=print) -> list[dict]:
     """One row per (batch size, schedule); see the module docstring."""
-    from scpl.emulate import parse_emulate, stage_totals
     from scpl.parallel import SCHEDULES
+    from scpl.perf.emulate import parse_emulate, stage_totals
 
     K = opts.stages
     transfer = parse_emulate(opts.transfer, K)
@@ -659,7 +659,7 @@ def epoch_time(
             if setup.kind == "text"
             else ""
         ),
-        f"- costs: {what}; K devices simulated (scpl.parallel.simulate), transfers "
+        f"- costs: {what}; K devices simulated (scpl.perf.simulate), transfers "
         + (f"`{opts.transfer}` per mini-batch message" if opts.transfer else "free"),
         f"- N = mini-batch size drawn from the dataset; steps per epoch = {setup.train_size} // N"
         + (

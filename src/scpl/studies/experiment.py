@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from scpl.config import RECIPES, TrainConfig, make_config
 from scpl.errors import ConfigError
 from scpl.provenance import git_commit, hardware, num_cpus
+from scpl.training.config import RECIPES, TrainConfig, make_config
 
 # Config fields that do not change what a run computes: a run that differs only in these is
 # the same run (and may be reused from another experiment's directory).
@@ -216,7 +216,7 @@ def run_experiment(
     a run whose settings equal a finished run of a sibling experiment (same parent dir) is
     taken from there instead of being trained again.
     """
-    from scpl.train import train
+    from scpl.training.loop import train
 
     exp = resolve_experiment(name)
     if trials < 1:

@@ -19,7 +19,7 @@ the GIL, as a GPU kernel would. Suites:
                dist vs local CPU time for the same work.
 
 Throughput is the steady-state rate (mini-batches finished per second once the pipeline is
-full, see :func:`scpl.parallel.simulate.steady_rate`), times the batch size.
+full, see :func:`scpl.perf.simulate.steady_rate`), times the batch size.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def make_executor(
 
 def make_batches(steps: int, proxy: Proxy, seed: int = 0) -> list:
     """``steps`` random batches for the proxy (images or, for a (T,) input shape, text)."""
-    from scpl.emulate import synthetic_batch
+    from scpl.perf.emulate import synthetic_batch
 
     g = torch.Generator().manual_seed(seed)
     vocab = proxy.model_kwargs.get("vocab_size", 1000)
@@ -427,7 +427,7 @@ class BenchOptions:
 
 
 def _row_times(res: RunResult, warmup: int) -> dict:
-    from scpl.parallel.simulate import SimResult
+    from scpl.perf.simulate import SimResult
 
     sr = SimResult(res.events, 0, res.steps)
     rate = sr.steady_rate(warmup) * res.batch_size
@@ -443,8 +443,8 @@ def _sim_cols(res: RunResult, schedule: str, K: int, m: int, method: str, emulat
     span; receives: from the matching send to their end; see costs_from_events) -- the error
     columns -- and with the nominal emulated costs alone (no proxy compute) -- the nominal
     columns."""
-    from scpl.emulate import costs_from_events
-    from scpl.parallel.simulate import compare, simulate
+    from scpl.perf.emulate import costs_from_events
+    from scpl.perf.simulate import compare, simulate
 
     local = build_method(method).local
     costs = costs_from_events(res.events, skip_batches=0, base=emulate)
@@ -472,7 +472,7 @@ def pipeline_suite(
 ) -> list[dict]:
     """Emulated local runs of every schedule at every K; ``costs_for(K, method)`` gives the
     mini-batch op costs. Sequential rows use the sequential executor (one op at a time)."""
-    from scpl.emulate import per_micro
+    from scpl.perf.emulate import per_micro
 
     proxy = proxy or opts.proxy
     rows: list[dict] = []
@@ -527,7 +527,7 @@ def add_ratios(rows: list[dict]) -> None:
 
 def measured_costs(opts: BenchOptions, K: int, method: str, partition=None, cache={}):  # noqa: B006
     """Op costs of the real model at K stages on this device (cached per process)."""
-    from scpl.emulate import measure_op_costs
+    from scpl.perf.emulate import measure_op_costs
 
     key = (opts.model, opts.vgg_width, opts.vgg_batch, opts.input_shape, K, method)
     key += (tuple(partition) if partition else None, opts.vgg_steps)
@@ -547,7 +547,7 @@ def measured_costs(opts: BenchOptions, K: int, method: str, partition=None, cach
 
 
 def work_only(costs: dict) -> dict:
-    from scpl.emulate import WORK_OPS
+    from scpl.perf.emulate import WORK_OPS
 
     return {s: {k: v for k, v in d.items() if k in WORK_OPS} for s, d in costs.items()}
 
@@ -555,7 +555,7 @@ def work_only(costs: dict) -> dict:
 def vgg_scaled_costs(opts: BenchOptions, transfer: dict) -> Callable[[int, str], dict]:
     """Measured VGG work-op costs scaled so the slowest SCPL stage takes ``vgg_stage_ms``
     (BP costs by the same factor, so SCPL and BP stay comparable), plus the transfer spec."""
-    from scpl.emulate import scale_costs, stage_totals
+    from scpl.perf.emulate import scale_costs, stage_totals
 
     def costs_for(K: int, method: str) -> dict:
         ref = work_only(measured_costs(opts, K, "scpl"))
@@ -568,8 +568,8 @@ def vgg_scaled_costs(opts: BenchOptions, transfer: dict) -> Callable[[int, str],
 
 def flop_scaled_costs(opts: BenchOptions, transfer: dict, cache={}) -> Callable[[int, str], dict]:  # noqa: B006
     """FLOP-proportional op costs of the measured model (a compute-bound device, see
-    scpl.emulate.flop_op_costs), scaled so the slowest SCPL stage takes ``vgg_stage_ms``."""
-    from scpl.emulate import flop_op_costs, scale_costs, stage_totals
+    scpl.perf.emulate.flop_op_costs), scaled so the slowest SCPL stage takes ``vgg_stage_ms``."""
+    from scpl.perf.emulate import flop_op_costs, scale_costs, stage_totals
 
     def flops(K: int, method: str) -> dict:
         key = (opts.model, opts.vgg_width, opts.vgg_batch, opts.input_shape, K, method)
@@ -597,8 +597,8 @@ def _merge(costs: dict, extra: dict, K: int) -> dict:
 def project_rows(opts: BenchOptions) -> list[dict]:
     """Projected K-device throughput of every schedule from VGG's unscaled op costs measured
     on one device (the simulator, transfers free unless --transfer)."""
-    from scpl.emulate import per_micro, stage_totals
-    from scpl.parallel.simulate import simulate
+    from scpl.perf.emulate import per_micro, stage_totals
+    from scpl.perf.simulate import simulate
 
     rows = []
     for K in opts.vgg_stages:
@@ -634,14 +634,14 @@ def project_rows(opts: BenchOptions) -> list[dict]:
 
 def balance_rows(opts: BenchOptions, log: Callable[[str], None] = print) -> list[dict]:
     """Paper split vs balanced splits of the measured model: unit costs (body + cut, see
-    scpl.balance) -> min-max partition; every partition's stage costs are then measured and its
+    scpl.perf.balance) -> min-max partition; every partition's stage costs are then measured and its
     scpl pipeline simulated. ``predicted_max_stage_ms`` is the time model's slowest stage for
     each split (one measurement for all splits, so less noisy to compare than the measured
     ones, which are taken one after the other on a shared machine)."""
-    from scpl.balance import partition_min_max, unit_costs
-    from scpl.emulate import stage_totals
     from scpl.models import build_model
-    from scpl.parallel.simulate import simulate
+    from scpl.perf.balance import partition_min_max, unit_costs
+    from scpl.perf.emulate import stage_totals
+    from scpl.perf.simulate import simulate
 
     K = opts.balance_stages
     paper = build_model(opts.model, opts.input_shape, 10, K, opts.vgg_width).partition
@@ -688,8 +688,8 @@ def balance_rows(opts: BenchOptions, log: Callable[[str], None] = print) -> list
 
 def dist_rows(opts: BenchOptions, log: Callable[[str], None] = print) -> list[dict]:
     """Emulated scpl on the dist executor (gloo processes), next to the local executor."""
-    from scpl.emulate import parse_emulate
     from scpl.parallel.runner import Event
+    from scpl.perf.emulate import parse_emulate
 
     rows = []
     for K in opts.dist_stages:
@@ -896,8 +896,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def run_bench(opts: BenchOptions) -> dict:
     """Run the selected parts, print their tables, write CSV/JSON/Markdown/PNG under opts.out."""
-    from scpl.emulate import format_emulate, parse_emulate
-    from scpl.timeline import write_gantt
+    from scpl.perf.emulate import format_emulate, parse_emulate
+    from scpl.report.timeline import write_gantt
 
     torch.set_num_threads(opts.threads)
     out = Path(opts.out)

@@ -19,14 +19,6 @@ from pathlib import Path
 import torch
 
 from scpl.atomic import atomic_write
-from scpl.checkpoint import (
-    atomic_save,
-    latest_checkpoint,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from scpl.common import (
     dist_env,
     init_distributed,
@@ -34,7 +26,6 @@ from scpl.common import (
     seed_everything,
     shutdown_distributed,
 )
-from scpl.config import TrainConfig
 from scpl.data import DataBundle, Split, load_dataset
 from scpl.data.augment import Augment
 from scpl.errors import ConfigError, ScplError
@@ -42,6 +33,15 @@ from scpl.methods import MethodConfig, build_method, count_parameters
 from scpl.models import MODELS, build_model
 from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
 from scpl.provenance import git_commit, hardware
+from scpl.training.checkpoint import (
+    atomic_save,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from scpl.training.config import TrainConfig
 
 
 def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:

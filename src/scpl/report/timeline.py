@@ -1,7 +1,7 @@
 """Timelines of a pipelined run: Gantt charts (PNG) and Chrome/Perfetto traces (JSON).
 
 Both take the :class:`~scpl.parallel.runner.Event` list that a recorded run (``record=True``)
-or the simulator (:mod:`scpl.parallel.simulate`) produces. The Gantt chart draws one row per
+or the simulator (:mod:`scpl.perf.simulate`) produces. The Gantt chart draws one row per
 stage (its device in the label), bars coloured by op kind, with the mini-batch number on the
 compute bars, as in Figure 4 of the SCPL paper; time a transfer spent waiting for its peer is
 drawn as ``wait``. The trace opens in chrome://tracing or https://ui.perfetto.dev: one process

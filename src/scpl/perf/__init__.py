@@ -1,0 +1,2 @@
+"""Performance models: emulated device time, op-cost measurement, the schedule simulator, stage
+balancing and soak runs."""

@@ -1,0 +1,1 @@
+"""Reporting: tables, plots and timelines from measured runs."""

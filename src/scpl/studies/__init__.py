@@ -1,0 +1,2 @@
+"""Studies: each is a loop over suites of runs that writes tables (bench, epoch-time, profile,
+experiment)."""

@@ -1,0 +1,1 @@
+"""How a run is described and driven: typed config and recipes, the training loop, checkpoints."""
