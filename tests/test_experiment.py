@@ -68,7 +68,7 @@ def test_bad_set_and_unknown_experiment_are_one_line_errors(tmp_path, capsys):
 
 def test_every_experiment_resolves_its_runs():
     """Every row of every experiment makes a valid config (paper settings included)."""
-    from scpl.training.config import make_config
+    from scpl.training.recipes import make_config
 
     for name, exp in EXPERIMENTS.items():
         for label, row in exp.rows.items():

@@ -97,9 +97,9 @@ def test_gpipe_with_batchnorm_differs_from_full_batch_bp():
 
 
 def test_schedule_method_mismatch_is_a_config_error():
-    with pytest.raises(ConfigError, match="nmp or gpipe"):
+    with pytest.raises(ConfigError, match="'gpipe' or 'nmp'"):
         run_executor("local", "scpl", method="bp")
-    with pytest.raises(ConfigError, match="scpl or scpl-gpipe"):
+    with pytest.raises(ConfigError, match="'scpl' or 'scpl-gpipe'"):
         run_executor("local", "nmp", method="scpl")
     with pytest.raises(ConfigError, match="no micro-batches"):
         run_executor("local", "scpl", num_micro=2)

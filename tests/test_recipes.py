@@ -15,8 +15,8 @@ import pytest
 from scpl.cli import main
 from scpl.data import dataset_spec
 from scpl.errors import ConfigError
-from scpl.training.config import RECIPES, make_config
 from scpl.training.loop import train
+from scpl.training.recipes import RECIPES, make_config
 
 PAPER = [r for r in RECIPES if r.startswith("paper-")]
 

@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from scpl.common import dist_env
-    from scpl.training.config import make_config
     from scpl.training.loop import train
+    from scpl.training.recipes import make_config
 
     cfg = make_config(args.recipe, args)
     if cfg.executor == "dist" and cfg.nproc and not dist_env().is_distributed:
@@ -467,7 +467,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from scpl.studies.experiment import run_experiment
-    from scpl.training.config import parse_overrides
+    from scpl.training.recipes import parse_overrides
 
     # Smoke runs are for checking that an experiment runs, not for the results folder.
     out = Path(
@@ -513,7 +513,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from scpl.methods import METHODS
     from scpl.models import MODELS
     from scpl.parallel import EXECUTORS, SCHEDULES
-    from scpl.training.config import RECIPES
+    from scpl.training.recipes import RECIPES
 
     for title, reg in (
         ("models", MODELS),

@@ -50,6 +50,11 @@ def check_num_stages(num_stages: int, num_units: int, model: str) -> None:
 class StagedModel(nn.Module):
     """A network as explicit stages; ``forward`` runs the stages in order, then the classifier.
 
+    ``StagedModel([stage1, stage2, ...], classifier)`` makes each module one stage. With
+    ``partition`` the modules are *units* (the smallest pieces the model may be cut between) and
+    ``partition[l]`` consecutive units form stage l. Per-stage output shapes are inferred by a dry
+    run on ``input_shape`` or, when it is not given, on the first batch the model sees.
+
     Attributes:
         stages: ``nn.ModuleList`` of K stage modules; stage l maps r_{l-1} to r_l.
         classifier: maps the last stage's output to class logits.
@@ -59,47 +64,72 @@ class StagedModel(nn.Module):
 
     def __init__(
         self,
-        name: str,
-        units: Sequence[nn.Module],
+        stages: Sequence[nn.Module],
         classifier: nn.Module,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        partition: Sequence[int],
+        input_shape: Sequence[int] | None = None,
+        num_classes: int | None = None,
+        partition: Sequence[int] | None = None,
+        name: str = "custom",
         kind: str = "image",
     ) -> None:
         super().__init__()
+        units = list(stages)
+        if not units or not all(isinstance(u, nn.Module) for u in units):
+            raise ConfigError(
+                "stages must be a non-empty list of nn.Module (one per stage, or units with "
+                "partition=[...])"
+            )
+        if not isinstance(classifier, nn.Module):
+            raise ConfigError("classifier must be an nn.Module mapping the last stage to logits")
         self.name = name
         self.kind = kind
-        self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        self.partition = check_partition(partition, len(units), name)
-        stages, start = [], 0
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.num_classes = num_classes if num_classes is not None else _out_features(classifier)
+        self.partition = check_partition(
+            partition if partition is not None else [1] * len(units), len(units), name
+        )
+        grouped, start = [], 0
         for count in self.partition:
-            group = list(units[start : start + count])
-            stages.append(group[0] if count == 1 else nn.Sequential(*group))
+            group = units[start : start + count]
+            grouped.append(group[0] if count == 1 else nn.Sequential(*group))
             start += count
-        self.stages = nn.ModuleList(stages)
+        self.stages = nn.ModuleList(grouped)
         self.classifier = classifier
-        self.stage_shapes = self._infer_shapes()
+        self.stage_shapes: list[tuple[int, ...]] | None = None
+        if self.input_shape is not None:
+            self.stage_shapes = self._infer_shapes(self.example_input(2))
 
     @property
     def num_stages(self) -> int:
         return len(self.stages)
 
+    @property
+    def shapes_known(self) -> bool:
+        return self.stage_shapes is not None
+
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
         """A zero input batch of the model's input shape (used for shape inference and tests)."""
+        assert self.input_shape is not None, "example_input needs input_shape"
         return torch.zeros(batch_size, *self.input_shape)
 
+    def infer_shapes(self, example) -> None:
+        """Learn the input and per-stage output shapes from an example batch (a tensor, or a
+        tuple whose first tensor is the main input)."""
+        main = _main(example)
+        self.input_shape = tuple(main.shape[1:])
+        self.stage_shapes = self._infer_shapes(_first(example, 2))
+
     @torch.no_grad()
-    def _infer_shapes(self) -> list[tuple[int, ...]]:
+    def _infer_shapes(self, x) -> list[tuple[int, ...]]:
         was_training = self.training
         self.eval()  # BatchNorm in eval mode: no running-stat update from the dry run
-        x = self.example_input(2)
         shapes = []
-        for stage in self.stages:
-            x = stage(x)
-            shapes.append(tuple(_main(x).shape[1:]))
-        self.train(was_training)
+        try:
+            for stage in self.stages:
+                x = stage(x)
+                shapes.append(tuple(_main(x).shape[1:]))
+        finally:
+            self.train(was_training)
         return shapes
 
     def feature_dim(self, stage_index: int) -> int:
@@ -119,6 +149,20 @@ class StagedModel(nn.Module):
 def _main(out):
     """The tensor part of a stage output (text models may carry lengths alongside)."""
     return out[0] if isinstance(out, tuple) else out
+
+
+def _first(x, n: int):
+    """The first ``n`` samples of a batch (a tensor or a tuple of per-sample tensors)."""
+    if isinstance(x, tuple):
+        b = _main(x).shape[0]
+        return tuple(t[:n] if torch.is_tensor(t) and t.dim() and t.shape[0] == b else t for t in x)
+    return x[:n]
+
+
+def _out_features(classifier: nn.Module) -> int | None:
+    """Number of classes read off the classifier's last Linear layer (None if it has none)."""
+    linears = [m for m in classifier.modules() if isinstance(m, nn.Linear | nn.LazyLinear)]
+    return linears[-1].out_features if linears else None
 
 
 def scaled(channels: int, width: float) -> int:

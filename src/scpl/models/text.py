@@ -285,7 +285,9 @@ def lstm(
         d = 2 * per_dir
     head = max(8, int(round(classifier_hidden * width)))
     classifier = TextClassifier(d, head, num_classes, pool)
-    model = TextStagedModel("lstm", units, classifier, (t,), num_classes, partition, kind="text")
+    model = TextStagedModel(
+        units, classifier, (t,), num_classes, partition, name="lstm", kind="text"
+    )
     model.vocab_size, model.embed_dim = vocab_size, embed_dim
     return model
 
@@ -341,7 +343,7 @@ def transformer(
     head = max(8, int(round(classifier_hidden * width)))
     classifier = TextClassifier(d_model, head, num_classes, "mean")
     model = TextStagedModel(
-        "transformer", units, classifier, (t,), num_classes, partition, kind="text"
+        units, classifier, (t,), num_classes, partition, name="transformer", kind="text"
     )
     model.vocab_size, model.embed_dim = vocab_size, embed_dim
     return model

@@ -80,7 +80,7 @@ def vgg(
     classifier = nn.Sequential(
         nn.Flatten(), nn.Linear(flat, hidden), nn.Sigmoid(), nn.Linear(hidden, num_classes)
     )
-    return StagedModel("vgg", units, classifier, input_shape, num_classes, partition)
+    return StagedModel(units, classifier, input_shape, num_classes, partition, name="vgg")
 
 
 class BasicBlock(nn.Module):
@@ -136,7 +136,7 @@ def resnet18(
     if partition is None:
         partition = even_partition(len(units), num_stages)
     classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
-    return StagedModel("resnet18", units, classifier, input_shape, num_classes, partition)
+    return StagedModel(units, classifier, input_shape, num_classes, partition, name="resnet18")
 
 
 CONVNET_CHANNELS = (128, 256, 512)
@@ -176,4 +176,4 @@ def convnet(
     if partition is None:
         partition = even_partition(num_layers, num_stages)
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(c_in * size * size, num_classes))
-    return StagedModel("convnet", units, classifier, input_shape, num_classes, partition)
+    return StagedModel(units, classifier, input_shape, num_classes, partition, name="convnet")

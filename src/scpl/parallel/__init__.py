@@ -6,9 +6,16 @@ from scpl.parallel.base import (
     Executor,
     ExecutorOptions,
     OptimConfig,
+    StageOptim,
     build_stage_optimizer,
 )
-from scpl.parallel.schedules import SCHEDULES, Schedule, resolve_schedule
+from scpl.parallel.schedules import (
+    SCHEDULES,
+    Schedule,
+    auto_schedule,
+    resolve_schedule,
+    schedules_for,
+)
 
 __all__ = [
     "EXECUTORS",
@@ -17,6 +24,9 @@ __all__ = [
     "ExecutorOptions",
     "OptimConfig",
     "Schedule",
+    "StageOptim",
+    "auto_schedule",
     "build_stage_optimizer",
     "resolve_schedule",
+    "schedules_for",
 ]

@@ -9,30 +9,70 @@ bit for bit (CPU, float32).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from scpl.errors import ConfigError
 from scpl.registry import Registry
 
 
 @dataclass
 class OptimConfig:
-    """Per-stage optimizer settings (Adam + cosine LR stepped per iteration)."""
+    """Per-stage Adam settings with an optional cosine LR decay stepped per iteration.
+
+    The default is a constant learning rate; ``schedule="cosine"`` needs ``total_steps`` (the
+    run's length), because a cosine over one step would swing between max and min every step.
+    """
 
     lr: float = 1e-3
     lr_min: float = 1e-5
     weight_decay: float = 0.0
-    total_steps: int = 1
-    schedule: str = "cosine"  # or "constant" (NLP recipes)
+    total_steps: int = 0
+    schedule: str = "constant"  # or "cosine" (paper vision recipes)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr schedule {self.schedule!r}: choose 'constant' or 'cosine'")
+        if self.schedule == "cosine" and self.total_steps < 1:
+            raise ConfigError(
+                "a cosine lr schedule needs total_steps >= 1 (the number of training steps); "
+                "pass OptimConfig(total_steps=N, schedule='cosine') or use schedule='constant'"
+            )
+
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+@dataclass
+class StageOptim:
+    """Any torch optimizer (and optional LR scheduler) per stage, from factories: each stage
+    calls ``optimizer(stage_parameters)`` and ``scheduler(optimizer)`` once. Stages update
+    alone, so each gets its own instance."""
+
+    optimizer: OptimizerFactory
+    scheduler: SchedulerFactory | None = None
 
 
 def build_stage_optimizer(
-    unit: nn.Module, cfg: OptimConfig
+    unit: nn.Module, cfg: OptimConfig | StageOptim
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """One Adam per stage over the stage's parameters (body, heads, classifier)."""
+    """One optimizer and LR scheduler per stage over the stage's parameters (body, heads,
+    classifier)."""
+    if isinstance(cfg, StageOptim):
+        opt = cfg.optimizer(unit.parameters())
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise ConfigError(
+                "optimizer must be a function of the stage's parameters returning a "
+                f"torch.optim.Optimizer (got {type(opt).__name__}), e.g. "
+                "optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3)"
+            )
+        if cfg.scheduler is None:
+            return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return opt, cfg.scheduler(opt)
     # foreach=False keeps the update a plain per-tensor loop, identical on every executor.
     opt = torch.optim.Adam(
         unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
@@ -124,3 +164,16 @@ class Executor:
 
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
+
+
+def check_units(units, local: bool) -> None:
+    """Refuse units whose method disagrees with ``local`` (a BP unit under a local schedule has
+    no hidden-stage loss and would fail deep inside a stage with a None loss)."""
+    for u in units:
+        if getattr(u, "detach_input", local) != local:
+            kind = "local-loss" if local else "end-to-end (BP)"
+            raise ConfigError(
+                f"stage {getattr(u, 'index', '?')} was attached by a method that does not match "
+                f"the {kind} setting; build executors with scpl.pipeline(model, method=...), "
+                "which derives it from the method"
+            )

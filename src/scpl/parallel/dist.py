@@ -21,7 +21,14 @@ import torch
 import torch.distributed as dist
 
 from scpl.errors import ConfigError, ScplError
-from scpl.parallel.base import EXECUTORS, Executor, ExecutorOptions, MetricSink, OptimConfig
+from scpl.parallel.base import (
+    EXECUTORS,
+    Executor,
+    ExecutorOptions,
+    MetricSink,
+    OptimConfig,
+    check_units,
+)
 from scpl.parallel.runner import Channel, Recorder, StageRunner, act_tensor, split_micro
 from scpl.parallel.schedules import Op, resolve_schedule
 
@@ -235,6 +242,7 @@ class DistExecutor(Executor):
                 "or pass --nproc K to `scpl train`"
             )
         self.options = options or ExecutorOptions()
+        check_units(units, local)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         K = len(units)
         if self.world != K:

@@ -48,6 +48,12 @@ class Schedule:
     local: bool | None  # True: local-loss methods only; False: BP only; None: either
     concurrent: bool  # False: one op at a time (the reference); True: stages run at once
     micro_batches: bool  # whether m > 1 is meaningful
+    auto_for: tuple[tuple[bool, bool], ...] = ()
+    """(local method?, m > 1?) cases for which ``schedule="auto"`` picks this schedule."""
+
+    def accepts(self, local: bool) -> bool:
+        """Whether a method with (``local``) or without local losses may use this schedule."""
+        return self.local is None or self.local == local
 
     def order(self, num_stages: int, num_micro: int, local: bool) -> list[Step]:
         """Global serial order of (stage, op) for one mini-batch."""
@@ -132,34 +138,62 @@ for _s, _help in (
         "one op at a time, batch by batch, stage by stage (parity reference)",
     ),
     (
-        Schedule("scpl", True, True, False),
+        Schedule("scpl", True, True, False, auto_for=((True, False),)),
         "local losses; each stage updates after its backward and takes the next batch",
     ),
-    (Schedule("scpl-gpipe", True, True, True), "SCPL with m micro-batches per stage (paper A.5)"),
-    (Schedule("nmp", False, True, False), "BP split across devices (naive model parallelism)"),
-    (Schedule("gpipe", False, True, True), "BP with m micro-batches and a flush per mini-batch"),
+    (
+        Schedule("scpl-gpipe", True, True, True, auto_for=((True, True),)),
+        "SCPL with m micro-batches per stage (paper A.5)",
+    ),
+    (
+        Schedule("nmp", False, True, False, auto_for=((False, False),)),
+        "BP split across devices (naive model parallelism)",
+    ),
+    (
+        Schedule("gpipe", False, True, True, auto_for=((False, True),)),
+        "BP with m micro-batches and a flush per mini-batch",
+    ),
 ):
     SCHEDULES.register(_s.name, help=_help)(_s)
 
 
+def schedules_for(local: bool, num_micro: int = 1) -> list[str]:
+    """Concurrent schedules a method may use at ``num_micro`` micro-batches (for messages)."""
+    return [
+        n
+        for n in SCHEDULES.names()
+        if SCHEDULES.get(n).concurrent
+        and SCHEDULES.get(n).accepts(local)
+        and (num_micro == 1 or SCHEDULES.get(n).micro_batches)
+    ]
+
+
+def auto_schedule(local: bool, num_micro: int = 1) -> str:
+    """The schedule ``"auto"`` stands for: read off the registry's ``auto_for`` data."""
+    case = (local, num_micro > 1)
+    for n in SCHEDULES.names():
+        if case in SCHEDULES.get(n).auto_for:
+            return n
+    raise AssertionError(f"no schedule registered as auto for {case}")
+
+
 def resolve_schedule(name: str, local: bool, method: str, num_micro: int) -> Schedule:
-    """Look up a schedule and check it fits the method and the micro-batch count."""
-    sched = SCHEDULES.get(name)
-    if sched.local is True and not local:
-        raise ConfigError(
-            f"schedule {name!r} needs a local-loss method, but {method!r} backpropagates end to "
-            "end; use --schedule nmp or gpipe for BP"
-        )
-    if sched.local is False and local:
-        raise ConfigError(
-            f"schedule {name!r} is for end-to-end BP, but {method!r} has local losses; "
-            "use --schedule scpl or scpl-gpipe"
-        )
+    """Look up a schedule ("auto" picks by method and micro-batches) and check that it fits
+    the method and the micro-batch count; mistakes raise ConfigError in library terms."""
     if num_micro < 1:
-        raise ConfigError(f"--micro-batches {num_micro} must be >= 1")
+        raise ConfigError(f"micro_batches={num_micro} must be >= 1")
+    if name == "auto":
+        name = auto_schedule(local, num_micro)
+    sched = SCHEDULES.get(name)
+    if not sched.accepts(local):
+        kind = "has local losses" if local else "backpropagates end to end"
+        raise ConfigError(
+            f"schedule {name!r} does not fit method {method!r}, which {kind}; use schedule "
+            f"{' or '.join(repr(s) for s in schedules_for(local))} (or 'auto')"
+        )
     if num_micro > 1 and not sched.micro_batches:
         raise ConfigError(
-            f"schedule {name!r} has no micro-batches; use --schedule "
-            f"{'scpl-gpipe' if local else 'gpipe'} or --micro-batches 1"
+            f"schedule {name!r} has no micro-batches; use schedule "
+            f"{' or '.join(repr(s) for s in schedules_for(local, num_micro))} or micro_batches=1"
         )
     return sched

@@ -7,7 +7,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from scpl.parallel.base import EXECUTORS, Executor, ExecutorOptions, MetricSink, OptimConfig
+from scpl.parallel.base import (
+    EXECUTORS,
+    Executor,
+    ExecutorOptions,
+    MetricSink,
+    OptimConfig,
+    check_units,
+)
 from scpl.parallel.runner import Channel, Recorder, StageRunner, split_micro
 from scpl.parallel.schedules import resolve_schedule
 
@@ -44,6 +51,7 @@ class RunnerExecutor(Executor):
         method: str = "",
     ) -> None:
         self.options = options or ExecutorOptions()
+        check_units(units, local)
         self.local = local
         self.num_stages = len(units)
         if len(devices) == 1:

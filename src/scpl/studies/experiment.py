@@ -27,7 +27,8 @@ import torch
 
 from scpl.errors import ConfigError
 from scpl.provenance import git_commit, hardware, num_cpus
-from scpl.training.config import RECIPES, TrainConfig, make_config
+from scpl.training.config import TrainConfig
+from scpl.training.recipes import RECIPES, make_config
 
 # Config fields that do not change what a run computes: a run that differs only in these is
 # the same run (and may be reused from another experiment's directory).
