@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from scpl.common import dist_env
+    from scpl.launch import launch_torchrun
     from scpl.training.loop import train
     from scpl.training.recipes import make_config
 
@@ -152,40 +153,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"samples_per_s={s['samples_per_s']:.1f} train_s={s['train_seconds']:.1f} out={s['out_dir']}"
     )
     return 0
-
-
-def launch_torchrun(nproc: int) -> int:
-    """Re-run this command under torchrun with ``nproc`` processes on this host."""
-    import os
-    import subprocess
-
-    argv = sys.argv[1:]
-    cleaned: list[str] = []
-    skip = False
-    for a in argv:  # drop --nproc N / --nproc=N so the children do not relaunch
-        if skip:
-            skip = False
-            continue
-        if a == "--nproc":
-            skip = True
-            continue
-        if a.startswith("--nproc="):
-            continue
-        cleaned.append(a)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "scpl.cli",
-        *cleaned,
-    ]
-    print("scpl: launching " + " ".join(cmd[1:]), file=sys.stderr)
-    return subprocess.call(
-        cmd, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    )
 
 
 def _shape(text: str) -> tuple[int, ...]:
