@@ -175,6 +175,11 @@ def register_model(name: str, help: str = ""):
     return MODELS.register(name, help=help)
 
 
+def models_of_kind(kind: str) -> list[str]:
+    """Names of the registered models that take ``kind`` data ("image" or "text")."""
+    return [m for m in MODELS.names() if getattr(MODELS.get(m), "kind", "image") == kind]
+
+
 def build_model(
     name: str,
     input_shape: tuple[int, ...],
