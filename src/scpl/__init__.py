@@ -41,7 +41,7 @@ _EXPORTS = {
     "DATASETS": "scpl.data",
     "load_dataset": "scpl.data",
     "TrainConfig": "scpl.training.config",
-    "make_config": "scpl.training.config",
+    "make_config": "scpl.training.recipes",
     "RECIPES": "scpl.training.recipes",
     "train": "scpl.training.loop",
     "ScplError": "scpl.errors",

@@ -121,6 +121,11 @@ class Pipeline:
             self._build()
 
     # -- construction ----------------------------------------------------------------------
+    def build(self, example) -> Pipeline:
+        """Build now from an example batch's inputs (otherwise the first ``step`` does it)."""
+        self._build(example)
+        return self
+
     def _build(self, example=None) -> Executor:
         if self._executor is None:
             if not self.model.shapes_known:

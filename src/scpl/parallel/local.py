@@ -115,6 +115,10 @@ class LocalExecutor(RunnerExecutor):
         self.streams = [
             torch.cuda.Stream(device=d) if d.type == "cuda" else None for d in self.devices
         ]
+        # The caller's intra-op thread count, applied in every worker: a new thread's BLAS may
+        # otherwise use its own default and sum large matmuls in another order (not bitwise
+        # equal to the sequential reference).
+        self._num_threads = torch.get_num_threads()
         self.threads = [
             threading.Thread(target=self._worker, args=(s,), name=f"scpl-stage{s}", daemon=True)
             for s in range(K)
@@ -124,6 +128,7 @@ class LocalExecutor(RunnerExecutor):
 
     # -- worker side ----------------------------------------------------------------------
     def _worker(self, s: int) -> None:
+        torch.set_num_threads(self._num_threads)
         stream = self.streams[s]
         ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
         runner, program = self.runners[s], self.programs[s]

@@ -1,24 +1,21 @@
-"""The training loop: data -> model -> method -> executor -> epochs -> best-on-validation -> test.
+"""The training loop: data -> model -> method -> pipeline -> epochs -> best-on-validation -> test.
 
-Reads top to bottom; everything it calls is selected by name from a registry.
+Reads top to bottom; everything it calls is selected by name from a registry, and the pipeline
+is built by :func:`scpl.pipeline` like any library user's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
-import platform
-import sys
-import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from scpl.atomic import atomic_write
+from scpl.api import Pipeline, pipeline
 from scpl.common import (
     dist_env,
     init_distributed,
@@ -26,13 +23,12 @@ from scpl.common import (
     seed_everything,
     shutdown_distributed,
 )
-from scpl.data import DataBundle, Split, load_dataset
+from scpl.data import DataBundle, load_dataset
 from scpl.data.augment import Augment
 from scpl.errors import ConfigError, ScplError
-from scpl.methods import MethodConfig, build_method, count_parameters
-from scpl.models import MODELS, build_model
-from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
-from scpl.provenance import git_commit, hardware
+from scpl.methods import MethodConfig
+from scpl.models import MODELS, StagedModel, build_model
+from scpl.parallel import OptimConfig
 from scpl.training.checkpoint import (
     atomic_save,
     latest_checkpoint,
@@ -42,10 +38,36 @@ from scpl.training.checkpoint import (
     set_rng_state,
 )
 from scpl.training.config import TrainConfig
+from scpl.training.feed import DatasetFeed, LoaderFeed, infer_num_classes
+from scpl.training.outputs import (
+    MetricsLog,
+    atomic_write_json,
+    cpu_copy,
+    prepare_out_dir,
+    progress,
+    versions,
+)
 
 
-def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
-    """Train per ``cfg``; writes metrics.jsonl and summary.json to the output dir; returns the summary."""
+def train(
+    cfg: TrainConfig,
+    recipe: str = "custom",
+    echo=print,
+    *,
+    train_loader: Iterable | None = None,
+    val_loader: Iterable | None = None,
+    test_loader: Iterable | None = None,
+    model: StagedModel | None = None,
+) -> dict:
+    """Train per ``cfg``; writes metrics.jsonl and summary.json to the output dir; returns the
+    summary.
+
+    By default the data is ``cfg.dataset`` (a registered dataset). Pass ``train_loader`` (and
+    ``val_loader`` for model selection, ``test_loader`` for the final number) to train on your
+    own data: any iterables of ``(x, y)`` batches with a length, e.g. DataLoaders; their
+    augmentation is theirs. ``model`` replaces the registered ``cfg.model`` by your own
+    :class:`~scpl.StagedModel`.
+    """
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -64,65 +86,95 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             echo = _silent  # rank 0 reports; every rank logs its own stage's metrics
     else:
         devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
+    if train_loader is None and (val_loader is not None or test_loader is not None):
+        raise ConfigError("val_loader/test_loader need a train_loader too")
     out_dir = Path(cfg.resume) if cfg.resume else prepare_out_dir(cfg, recipe)
     seed_everything(cfg.seed)
     device = devices[env.rank] if cfg.executor == "dist" else devices[0]  # batches are built here
 
-    # Data: in memory (uint8 images / int64 token ids); batches are sampled by index and, for
-    # images, augmented on the device.
-    text_settings(cfg)
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed)
-    model_kind = getattr(MODELS.get(cfg.model), "kind", "image")
-    if data.kind != model_kind:
-        raise ConfigError(
-            f"model {cfg.model!r} takes {model_kind} data but {cfg.dataset!r} is a {data.kind} "
-            f"dataset; pick a {data.kind} model ({', '.join(models_of_kind(data.kind))})"
-        )
-    if data.kind == "image":
-        augment = Augment(cfg.augment, data.input_shape, data.mean, data.std).to(device)
+    # Data: a registered dataset in memory (uint8 images / int64 token ids, sampled by index and
+    # augmented on the device), or the caller's own loaders.
+    if train_loader is not None:
+        feed = LoaderFeed(train_loader, val_loader, test_loader, device)
+        data_name = "custom-loader"
     else:
-        augment = None  # the paper uses no augmentation for text (batch of N, not 2N)
-    steps_per_epoch = len(data.train) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training samples; lower it"
+        data = load_dataset(
+            cfg.dataset,
+            cfg.data_dir,
+            cfg.download,
+            cfg.val_fraction,
+            cfg.seed,
+            vocab_size=cfg.vocab_size,
+            max_len=cfg.max_len,
+            text_column=cfg.text_column,
+            label_column=cfg.label_column,
         )
-    if cfg.max_steps:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+        model_kind = getattr(MODELS.get(cfg.model), "kind", "image")
+        if model is None and data.kind != model_kind:
+            raise ConfigError(
+                f"model {cfg.model!r} takes {model_kind} data but {cfg.dataset!r} is a {data.kind} "
+                f"dataset; pick a {data.kind} model ({', '.join(models_of_kind(data.kind))})"
+            )
+        augment = None  # the paper uses no augmentation for text (batch of N, not 2N)
+        if data.kind == "image":
+            augment = Augment(cfg.augment, data.input_shape, data.mean, data.std).to(device)
+        feed = DatasetFeed(data, augment, cfg.batch_size, cfg.eval_batch_size, device)
+        data_name = cfg.dataset
+    steps_per_epoch = min(feed.full_steps, cfg.max_steps) if cfg.max_steps else feed.full_steps
 
-    # Model -> method (heads, local losses) -> executor (where/when stages run).
-    model = build_model(
-        cfg.model,
-        data.input_shape,
-        data.num_classes,
-        cfg.stages,
-        cfg.width,
-        cfg.partition_list(),
-        **text_model_kwargs(cfg, data, echo),
-    )
-    method = build_method(
-        cfg.method,
-        MethodConfig(cfg.head, cfg.temperature, cfg.proj_dim, cfg.supcon_norm, cfg.last_supcon),
-    )
-    units = method.attach(model)
-    params = count_parameters(units)
+    # Model -> method (heads, local losses) -> pipeline (where/when stages run).
+    if model is None:
+        if train_loader is not None:
+            x0, _ = feed.first_batch()
+            x0 = x0[0] if isinstance(x0, tuple | list) else x0
+            input_shape, num_classes, kwargs = (
+                tuple(x0.shape[1:]),
+                infer_num_classes(feed.train),
+                {},
+            )
+        else:
+            input_shape, num_classes = data.input_shape, data.num_classes
+            kwargs = text_model_kwargs(cfg, data, echo)
+        model = build_model(
+            cfg.model,
+            input_shape,
+            num_classes,
+            cfg.stages,
+            cfg.width,
+            cfg.partition_list(),
+            **kwargs,
+        )
+    elif model.num_stages != cfg.stages:
+        cfg = dataclasses.replace(cfg, stages=model.num_stages)
     optim = OptimConfig(
-        cfg.lr, cfg.lr_min, cfg.weight_decay, steps_per_epoch * cfg.epochs, cfg.lr_schedule
+        cfg.lr,
+        cfg.lr_min,
+        cfg.weight_decay,
+        steps_per_epoch * cfg.epochs,
+        cfg.lr_schedule,
     )
-    schedule = cfg.resolved_schedule(method.local)
-    options = ExecutorOptions(
-        schedule,
-        cfg.micro_batches,
-        cfg.queue_depth,
+    pipe = pipeline(
+        model,
+        cfg.method,
+        devices=devices,
+        optimizer=optim,
+        schedule=cfg.schedule,
+        micro_batches=cfg.micro_batches,
+        executor=cfg.executor,
+        method_config=method_config(cfg),
+        queue_depth=cfg.queue_depth,
         nan_guard="off" if cfg.nan_guard == "interval" else cfg.nan_guard,
     )
-    executor = EXECUTORS.get(cfg.executor)(units, method.local, optim, devices, options, cfg.method)
+    if not model.shapes_known:  # a user model without input_shape: learn it from a batch
+        pipe.build(feed.first_batch()[0])
+    params = pipe.parameters_count()
     echo(
-        f"scpl: {cfg.model} ({model.num_stages} stages, partition {model.partition}) "
-        f"{cfg.method} on {cfg.dataset} [{len(data.train)}/{len(data.val)}/{len(data.test)}] "
-        f"executor={cfg.executor} schedule={schedule} devices={','.join(map(str, devices))} "
+        f"scpl: {model.name} ({model.num_stages} stages, partition {model.partition}) "
+        f"{cfg.method} on {data_name} [{feed.num_train}/{feed.num_val}/{feed.num_test}] "
+        f"executor={cfg.executor} schedule={pipe.schedule} devices={','.join(map(str, devices))} "
         f"params effective={params['effective']:,} affiliated={params['affiliated']:,}"
     )
+    executor = pipe.executor
 
     if cfg.executor == "dist":
         # Start-up (data loading, model building) may take long; align ranks before the
@@ -145,7 +197,7 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             step,
             env.rank,
             {
-                "executor": executor.state_dict(),
+                "executor": pipe.state_dict(),
                 "rng": rng_state(),
                 "data_g": g_state,
                 "epoch": epoch,
@@ -163,7 +215,7 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             latest_checkpoint(out_dir, env.rank, env.world_size if cfg.executor == "dist" else 1)
         )
         check_resume_config(ck["config"], cfg)
-        executor.load_state_dict(ck["executor"])
+        pipe.load_state_dict(ck["executor"])
         set_rng_state(ck["rng"])
         g.set_state(ck["data_g"])
         start_epoch, start_i, step = ck["epoch"], ck["next_i"], ck["step"]
@@ -172,27 +224,23 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
 
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            executor.train(True)
+            pipe.train(True)
             g_epoch_start = g.get_state()
-            perm = torch.randperm(len(data.train), generator=g)
             first = start_i if epoch == start_epoch else 0
             bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
             bar.update(first)
             t0 = time.perf_counter()
-            for i in range(first, steps_per_epoch):
-                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-                # Pipelined executors return before the batch is done.
-                if needs_input:
-                    x, y = batch_to(data.train, idx, device)
-                    executor.submit(*(augment(x, y) if augment is not None else (x, y)))
-                else:
-                    executor.submit(None, None)  # dist ranks > 0 receive from their neighbour
+            batches = feed.train_batches(g, first, steps_per_epoch, load=needs_input)
+            for i, (x, y) in enumerate(batches, start=first):
+                # Pipelined executors return before the batch is done; dist ranks > 0 are
+                # handed (None, None) and receive from their neighbour.
+                pipe.step(x, y)
                 step += 1
-                samples_seen += len(idx)
+                samples_seen += cfg.batch_size if y is None else int(y.shape[0])
                 if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
                     if i == steps_per_epoch - 1:
-                        executor.flush()
-                    means = executor.collect()  # metrics of finished batches: one sync per interval
+                        pipe.flush()
+                    means = pipe.metrics()  # metrics of finished batches: one sync per interval
                     if cfg.nan_guard != "skip":
                         check_finite(means, step)
                     bar.set_postfix_str(
@@ -206,7 +254,7 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
                 ):
                     checkpoint(epoch, i + 1, g_epoch_start)
                 bar.update(1)
-            executor.flush()
+            pipe.flush()
             for d in set(devices):
                 if d.type == "cuda":
                     torch.cuda.synchronize(d)
@@ -215,9 +263,7 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
             bar.close()
 
             val_acc, val_seconds = (
-                timed_evaluate(executor, data.val, augment, cfg.eval_batch_size, device)
-                if len(data.val)
-                else (float("nan"), 0.0)
+                timed_evaluate(pipe, feed, "val") if feed.num_val else (float("nan"), 0.0)
             )
             record = {
                 "kind": "epoch",
@@ -227,38 +273,36 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
                 "train_seconds": train_seconds,
                 "epoch_train_seconds": epoch_seconds,
                 "val_seconds": val_seconds,
-                "lr": executor.current_lr(),
+                "lr": pipe.lr(),
             }
-            if cfg.test_every_epoch:
+            if cfg.test_every_epoch and feed.num_test:
                 # For learning curves only; model selection below looks at validation alone.
-                record["test_acc"], record["test_seconds"] = timed_evaluate(
-                    executor, data.test, augment, cfg.eval_batch_size, device
-                )
+                record["test_acc"], record["test_seconds"] = timed_evaluate(pipe, feed, "test")
             log.write(record)
             echo(f"epoch {epoch + 1}: val_acc={val_acc:.4f} ({train_seconds:.1f}s training)")
-            if not len(data.val) or val_acc > best["val_acc"]:
+            if not feed.num_val or val_acc > best["val_acc"]:
                 best = {
                     "epoch": epoch,
                     "val_acc": val_acc,
-                    "state": [cpu_copy(u) for u in executor.unit_states()],
+                    "state": [cpu_copy(u) for u in pipe.unit_states()],
                 }
             checkpoint(epoch + 1, 0, g.get_state())
     except BaseException:
         # Stop worker threads before the error propagates; a close that fails too (e.g. the
         # peer that caused the error is gone) must not hide the original error.
         with contextlib.suppress(Exception):
-            executor.close()
+            pipe.close()
         raise
 
     # The last weights (for inspection and resume checks), then the final number on the test
     # split from the epoch chosen on validation.
-    atomic_save([cpu_copy(u) for u in executor.unit_states()], out_dir / f"final.rank{env.rank}.pt")
+    atomic_save([cpu_copy(u) for u in pipe.unit_states()], out_dir / f"final.rank{env.rank}.pt")
     if best["state"] is not None:
-        executor.load_unit_states(best["state"])
-    test_acc, test_seconds = timed_evaluate(
-        executor, data.test, augment, cfg.eval_batch_size, device
+        pipe.load_unit_states(best["state"])
+    test_acc, test_seconds = (
+        timed_evaluate(pipe, feed, "test") if feed.num_test else (float("nan"), 0.0)
     )
-    executor.close()
+    pipe.close()
     summary = {
         "test_acc": test_acc,
         "best_epoch": best["epoch"] + 1,
@@ -267,7 +311,7 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
         "train_seconds": train_seconds,
         # One pass over the test split (inference path only): Delog-SCL Table 7's test time.
         "test_seconds": test_seconds,
-        "num_test": len(data.test),
+        "num_test": feed.num_test,
         "steps_per_epoch": steps_per_epoch,
         "steps": step,
         "params": params,
@@ -282,6 +326,12 @@ def train(cfg: TrainConfig, recipe: str = "custom", echo=print) -> dict:
     if cfg.executor == "dist":
         shutdown_distributed()
     return summary
+
+
+def method_config(cfg: TrainConfig) -> MethodConfig:
+    """The method settings of a run config (fields of the same names)."""
+    names = set(MethodConfig.__dataclass_fields__)
+    return MethodConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
 
 
 def _silent(*args, **kwargs) -> None:
@@ -323,34 +373,6 @@ def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
         )
 
 
-def batch_to(split: Split, idx: torch.Tensor, device: torch.device):
-    """Gather a batch by index and move it to the device (pinned + non-blocking on CUDA).
-
-    Text batches become ((tokens, lengths), y), trimmed to the batch's longest document so
-    no stage computes on columns that are padding for every row."""
-    x, y = split.x[idx], split.y[idx]
-    if split.lengths is not None:
-        lengths = split.lengths[idx]
-        x = x[:, : int(lengths.max())]
-        if device.type == "cuda":
-            x, y, lengths = x.pin_memory(), y.pin_memory(), lengths.pin_memory()
-        return (x.to(device, non_blocking=True), lengths.to(device, non_blocking=True)), y.to(
-            device, non_blocking=True
-        )
-    if device.type == "cuda":
-        x, y = x.pin_memory(), y.pin_memory()
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def text_settings(cfg: TrainConfig) -> None:
-    """Pass text preprocessing settings to the loaders (they read them from the environment)."""
-    os.environ["SCPL_VOCAB_SIZE"] = str(cfg.vocab_size)
-    if cfg.max_len:
-        os.environ["SCPL_MAX_LEN"] = str(cfg.max_len)
-    else:
-        os.environ.pop("SCPL_MAX_LEN", None)
-
-
 def text_model_kwargs(cfg: TrainConfig, data: DataBundle, echo) -> dict:
     """Vocabulary size and (GloVe) embeddings for text models; nothing for image models."""
     if data.kind != "text":
@@ -373,27 +395,10 @@ def models_of_kind(kind: str) -> list[str]:
     return [m for m in MODELS.names() if getattr(MODELS.get(m), "kind", "image") == kind]
 
 
-@torch.no_grad()
-def evaluate(
-    executor, split: Split, augment: Augment, batch_size: int, device: torch.device
-) -> float:
-    """Top-1 accuracy of the inference path (stages + classifier, no heads) on ``split``."""
-    executor.train(False)
-
-    def batches():
-        for start in range(0, len(split), batch_size):
-            x, y = batch_to(split, torch.arange(start, min(start + batch_size, len(split))), device)
-            yield (augment.normalise(x) if augment is not None else x), y
-
-    correct, total = executor.evaluate(batches())
-    executor.train(True)
-    return correct / max(1, total)
-
-
-def timed_evaluate(*args) -> tuple[float, float]:
-    """:func:`evaluate` and the seconds it took (one pass over the split)."""
+def timed_evaluate(pipe: Pipeline, feed, which: str) -> tuple[float, float]:
+    """Accuracy of the inference path on a feed's split and the seconds one pass took."""
     start = time.perf_counter()
-    acc = evaluate(*args)
+    acc = pipe.evaluate(feed.eval_batches(which))
     return acc, time.perf_counter() - start
 
 
@@ -407,86 +412,4 @@ def check_finite(means: dict[str, float], step: int) -> None:
             )
 
 
-def cpu_copy(state: dict) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def prepare_out_dir(cfg: TrainConfig, recipe: str) -> Path:
-    """Create the output dir and check it is writable before any work is done."""
-    fields = dataclasses.asdict(cfg) | {"recipe": recipe}
-    try:
-        out = Path(cfg.out.format(**fields))
-    except KeyError as e:
-        raise ConfigError(
-            f"--out {cfg.out!r} names unknown field {e}; use config field names"
-        ) from None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test", delete=True)
-        probe.close()
-    except OSError as e:
-        raise ScplError(
-            f"output dir {out} is not writable ({e.strerror}); pass --out DIR you can write"
-        ) from None
-    return out
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON via temp file + fsync + rename so a crash never leaves a half-written file."""
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-
-
-class MetricsLog:
-    """JSON lines (always) and TensorBoard scalars (when installed)."""
-
-    def __init__(self, out_dir: Path, tensorboard: bool, name: str = "metrics.jsonl") -> None:
-        self.f = open(out_dir / name, "a")
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tb" / name.removesuffix(".jsonl")))
-            except Exception:  # tensorboard not installed: JSONL is enough
-                self.tb = None
-
-    def write(self, rec: dict) -> None:
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
-        if self.tb is not None:
-            for k, v in rec.items():
-                if isinstance(v, float) and k not in ("epoch", "step"):
-                    self.tb.add_scalar(f"{rec['kind']}/{k}", v, rec["step"])
-
-    def close(self) -> None:
-        self.f.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        disable=None if enabled else True,
-        leave=False,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-
-
-def versions() -> dict:
-    return {
-        "scpl_commit": git_commit(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "hardware": hardware(),
-        "cuda": torch.version.cuda,
-    }
-
-
-__all__ = ["train", "evaluate", "DataBundle"]
+__all__ = ["train"]
