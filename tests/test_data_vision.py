@@ -16,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scpl.data import DATASETS, DataBundle, load_dataset, vision
+from scpl.data import DATASETS, DataBundle, load_dataset
 from scpl.data.base import download_file
+from scpl.data.vision import fashion, generated, tiny_imagenet
 from scpl.errors import DataError
 
 
@@ -98,7 +99,7 @@ def test_fashion_dataset_subdir_of_data_dir(tmp_path):
 
 def test_read_idx_multibyte_dtype(tmp_path):
     arr = np.arange(-6, 6, dtype=np.int32).reshape(3, 4) * 100000
-    got = vision.read_idx(write_idx(tmp_path / "a-idx2-int", arr))
+    got = fashion.read_idx(write_idx(tmp_path / "a-idx2-int", arr))
     assert got.dtype == np.int32 and got.shape == (3, 4)
     np.testing.assert_array_equal(got, arr)
 
@@ -116,7 +117,7 @@ def test_idx_truncated_header_raises(tmp_path):
     p = tmp_path / "x"
     p.write_bytes(bytes([0, 0, 8, 3, 0, 0]))
     with pytest.raises(DataError, match="header"):
-        vision.read_idx(p)
+        fashion.read_idx(p)
 
 
 def test_idx_wrong_magic_raises(tmp_path):
@@ -132,7 +133,7 @@ def test_idx_unknown_dtype_code_raises(tmp_path):
     p = tmp_path / "x"
     p.write_bytes(bytes([0, 0, 0x07, 1]) + (1).to_bytes(4, "big") + b"\0")
     with pytest.raises(DataError, match="magic"):
-        vision.read_idx(p)
+        fashion.read_idx(p)
 
 
 def test_idx_bad_and_truncated_gzip_raise(tmp_path):
@@ -145,7 +146,7 @@ def test_idx_bad_and_truncated_gzip_raise(tmp_path):
     q = tmp_path / "train-images-idx3-ubyte.gz"
     q.write_bytes(q.read_bytes()[: len(q.read_bytes()) // 2])
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
-        vision.read_idx(q)
+        fashion.read_idx(q)
 
 
 def test_idx_label_out_of_range_raises(tmp_path):
@@ -215,10 +216,10 @@ def test_fashion_download_into_cache(tmp_path, monkeypatch):
     write_fashion(src, gz=True)
     md5s = {
         stem: hashlib.md5((src / f"{stem}.gz").read_bytes()).hexdigest()
-        for stem in vision.FASHION_FILES
+        for stem in fashion.FASHION_FILES
     }
-    monkeypatch.setattr(vision, "FASHION_URL", src.as_uri() + "/")
-    monkeypatch.setattr(vision, "FASHION_FILES", md5s)
+    monkeypatch.setattr(fashion, "FASHION_URL", src.as_uri() + "/")
+    monkeypatch.setattr(fashion, "FASHION_FILES", md5s)
     monkeypatch.setattr(DATASETS.get("fashion-mnist"), "system_dirs", ())
     b = load_dataset("fashion-mnist", download=True)
     assert len(b.test) == 20
@@ -448,7 +449,7 @@ def test_tiny_imagenet_tree_and_decoded_cache(tmp_path, monkeypatch):
     def boom(paths):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(vision, "_decode_all", boom)
+    monkeypatch.setattr(tiny_imagenet, "_decode_all", boom)
     again = load_dataset("tiny-imagenet", data_dir=tmp_path, download=False, val_fraction=0.0)
     assert torch.equal(again.train.x, b.train.x) and torch.equal(again.test.y, b.test.y)
 
@@ -532,9 +533,9 @@ def test_synthetic_is_deterministic_and_learnable():
 
 
 def test_synthetic_size_is_configurable(monkeypatch):
-    monkeypatch.setattr(vision, "SYNTHETIC_SHAPE", (1, 8, 8))
-    monkeypatch.setattr(vision, "SYNTHETIC_TRAIN", 100)
-    monkeypatch.setattr(vision, "SYNTHETIC_CLASSES", 4)
+    monkeypatch.setattr(generated, "SYNTHETIC_SHAPE", (1, 8, 8))
+    monkeypatch.setattr(generated, "SYNTHETIC_TRAIN", 100)
+    monkeypatch.setattr(generated, "SYNTHETIC_CLASSES", 4)
     b = load_dataset("synthetic", val_fraction=0.0)
     assert b.input_shape == (1, 8, 8) and b.num_classes == 4 and len(b.train) == 100
 

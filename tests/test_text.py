@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from scpl.data import load_dataset, text
+from scpl.data import load_dataset
 from scpl.data.glove import load_glove, load_glove_or_random
+from scpl.data.text import cache
 from scpl.errors import ConfigError, DataError
 from scpl.methods import build_method
 from scpl.models import build_model
@@ -20,14 +21,7 @@ TEXT_MODELS = ("lstm", "transformer")
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SCPL_CACHE", str(tmp_path / "cache"))
-    for var in (
-        "SCPL_DATA",
-        "SCPL_VOCAB_SIZE",
-        "SCPL_MAX_LEN",
-        "SCPL_TEXT_COLUMN",
-        "SCPL_LABEL_COLUMN",
-    ):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("SCPL_DATA", raising=False)
 
 
 def write(path, content: str):
@@ -103,21 +97,30 @@ def test_ag_news_tokens_vocab_and_lengths(tmp_path):
     assert b.test.y.tolist() == [2, 0]
 
 
-def test_truncation_and_vocab_size_from_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("SCPL_MAX_LEN", "3")
-    monkeypatch.setenv("SCPL_VOCAB_SIZE", "5")
-    b = load_dataset("ag-news", data_dir=ag_dir(tmp_path), download=False, val_fraction=0.0)
+def test_truncation_and_vocab_size(tmp_path):
+    d = ag_dir(tmp_path)
+    b = load_dataset(
+        "ag-news", data_dir=d, download=False, val_fraction=0.0, max_len=3, vocab_size=5
+    )
     assert b.input_shape == (3,) and b.train.x.shape == (5, 3)
     assert b.extra["vocab"] == ["<pad>", "<unk>", "chip", "fell", "goal"]
     assert b.train.lengths.tolist() == [3, 3, 3, 3, 1]
     assert words(b, b.train.x[0], 3) == ["goal", "<unk>", "<unk>"]
 
 
-@pytest.mark.parametrize("value", ["0", "x", "-3"])
-def test_bad_env_setting(tmp_path, monkeypatch, value):
-    monkeypatch.setenv("SCPL_MAX_LEN", value)
-    with pytest.raises(ConfigError, match="SCPL_MAX_LEN"):
-        load_dataset("ag-news", data_dir=ag_dir(tmp_path), download=False)
+@pytest.mark.parametrize(
+    "setting,flag",
+    [
+        ({"max_len": -3}, "--max-len -3"),
+        ({"vocab_size": 1}, "--vocab-size 1"),
+        ({"text_column": " "}, "--text-column"),
+        ({"label_column": ""}, "--label-column"),
+    ],
+)
+def test_bad_setting_names_the_flag(tmp_path, setting, flag):
+    with pytest.raises(ConfigError, match=flag) as err:
+        load_dataset("ag-news", data_dir=ag_dir(tmp_path), download=False, **setting)
+    assert "SCPL_" not in str(err.value)
 
 
 def test_validation_split_keeps_lengths(tmp_path):
@@ -142,15 +145,13 @@ def test_token_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("re-tokenised despite the cache")
 
-    monkeypatch.setattr(text, "build_tensors", boom)
+    monkeypatch.setattr(cache, "build_tensors", boom)
     again = load_dataset("ag-news", data_dir=d, download=False, val_fraction=0.0)
     assert torch.equal(again.train.x, first.train.x) and again.extra == first.extra
     monkeypatch.undo()
     monkeypatch.setenv("SCPL_CACHE", str(tmp_path / "cache"))
     # Another setting, or an edited source file, tokenises again.
-    monkeypatch.setenv("SCPL_MAX_LEN", "4")
-    assert load_dataset("ag-news", data_dir=d, download=False).input_shape == (4,)
-    monkeypatch.delenv("SCPL_MAX_LEN")
+    assert load_dataset("ag-news", data_dir=d, download=False, max_len=4).input_shape == (4,)
     write(d / "ag_news_csv" / "test.csv", AG_TEST + '"4","Extra","Rocket."\n')
     assert len(load_dataset("ag-news", data_dir=d, download=False, val_fraction=0.0).test) == 3
     assert len(list((tmp_path / "cache" / "ag-news").glob("tokens-*.pt"))) == 3
@@ -234,24 +235,22 @@ def test_dbpedia_labels_and_range(tmp_path):
         load_dataset("dbpedia", data_dir=tmp_path, download=False)
 
 
-def test_text_csv_named_columns_and_string_labels(tmp_path, monkeypatch):
-    monkeypatch.setenv("SCPL_TEXT_COLUMN", "body")
-    monkeypatch.setenv("SCPL_LABEL_COLUMN", "topic")
+def test_text_csv_named_columns_and_string_labels(tmp_path):
+    columns = {"text_column": "body", "label_column": "topic"}
     write(
         tmp_path / "train.csv",
         'id,topic,body\n1,sport,"Goals, goals"\n2,art,Paintings\n3,sport,Runners\n',
     )
     write(tmp_path / "test.csv", "id,topic,body\n4,art,Sculpture\n")
-    b = load_dataset("text-csv", data_dir=tmp_path, download=False, val_fraction=0.0)
+    b = load_dataset("text-csv", data_dir=tmp_path, download=False, val_fraction=0.0, **columns)
     assert b.num_classes == 2 and b.extra["classes"] == ["art", "sport"]
     assert b.train.y.tolist() == [1, 0, 1] and b.test.y.tolist() == [0]
     assert b.input_shape == (128,)
     write(tmp_path / "test.csv", "id,topic,body\n4,music,Songs\n")
     with pytest.raises(DataError, match=r"test.csv:2: label 'music' never occurs"):
-        load_dataset("text-csv", data_dir=tmp_path, download=False)
-    monkeypatch.setenv("SCPL_TEXT_COLUMN", "text")
-    with pytest.raises(DataError, match=r"no column 'text'.*SCPL_TEXT_COLUMN"):
-        load_dataset("text-csv", data_dir=tmp_path, download=False)
+        load_dataset("text-csv", data_dir=tmp_path, download=False, **columns)
+    with pytest.raises(DataError, match=r"no column 'text'.*--text-column"):
+        load_dataset("text-csv", data_dir=tmp_path, download=False, label_column="topic")
 
 
 def test_text_csv_integer_labels_sort_by_value(tmp_path):

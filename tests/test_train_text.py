@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -185,3 +186,54 @@ def test_imdb_tree_end_to_end(tmp_path, capsys, model):
     )
     assert rc == 0
     assert "test_acc=" in capsys.readouterr().out
+
+
+def test_text_csv_columns_and_max_len_are_flags(tmp_path, capsys):
+    """Text settings reach the loader as flags (no environment variables)."""
+    rng = random.Random(0)
+    for split, n in (("train", 24), ("test", 8)):
+        rows = ["id,topic,body"]
+        for i in range(n):
+            label = i % 2
+            words = WORDS[label + 1].split()
+            rows.append(f"{i},{'ab'[label]},{' '.join(rng.choice(words) for _ in range(6))}")
+        (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    base = [
+        "train",
+        "--model",
+        "lstm",
+        "--dataset",
+        "text-csv",
+        "--data-dir",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--width",
+        "0.1",
+        "--embed-dim",
+        "8",
+        "--head",
+        "identity",
+        "--augment",
+        "none",
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(base) == 2  # the default column names are not in the header
+    err = capsys.readouterr().err
+    assert "no column 'text'" in err and "--text-column" in err
+    flags = ["--text-column", "body", "--label-column", "topic", "--max-len", "5"]
+    assert main(base + flags) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["text_column"] == "body" and summary["config"]["max_len"] == 5
+    assert main(base + ["--max-len", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-len -1" in err[0] and "SCPL_" not in err[0]

@@ -70,12 +70,51 @@ class RawData:
     extra: dict = field(default_factory=dict)  # copied into DataBundle.extra (e.g. the vocab)
 
 
+DEFAULT_VOCAB_SIZE = 30000
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a loader reads its files; image loaders ignore the text settings."""
+
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    """Text: vocabulary size built from the train split, counting <pad> and <unk>."""
+    max_len: int = 0
+    """Text: tokens kept per document; 0 = the dataset's default (AG News 60, IMDB 350, ...)."""
+    text_column: str = "text"
+    """text-csv: the header of the column holding the documents."""
+    label_column: str = "label"
+    """text-csv: the header of the column holding the labels."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 2:
+            raise ConfigError(
+                f"--vocab-size {self.vocab_size} must be >= 2 (it counts <pad> and <unk>), "
+                f"e.g. --vocab-size {DEFAULT_VOCAB_SIZE}"
+            )
+        if self.max_len < 0:
+            raise ConfigError(
+                f"--max-len {self.max_len} must be >= 1, or 0 for the dataset's default"
+            )
+        for flag, value in (
+            ("--text-column", self.text_column),
+            ("--label-column", self.label_column),
+        ):
+            if not value.strip():
+                raise ConfigError(f"{flag} is empty; pass the CSV header of that column")
+
+    def text_len(self, default: int) -> int:
+        """Tokens kept per document: ``max_len``, or the dataset's ``default`` when 0."""
+        return self.max_len or default
+
+
 @dataclass
 class DatasetSpec:
     """A registered dataset: how to find its files and how to read them."""
 
     name: str
-    load: Callable[[Path | None], RawData]  # called with the resolved root dir (None if no files)
+    # Called with the resolved root dir (None if the dataset needs no files) and the options.
+    load: Callable[[Path | None, LoadOptions], RawData]
     needs_files: bool = True
     # Returns True if ``root`` holds this dataset's files in the expected layout.
     present: Callable[[Path], bool] = lambda root: False
@@ -223,11 +262,21 @@ def load_dataset(
     download: bool = True,
     val_fraction: float = 0.1,
     seed: int = 0,
+    *,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    max_len: int = 0,
+    text_column: str = "text",
+    label_column: str = "label",
 ) -> DataBundle:
-    """Load a registered dataset into memory and split off validation data."""
+    """Load a registered dataset into memory and split off validation data.
+
+    ``vocab_size`` / ``max_len`` (0: the dataset's default) set text preprocessing;
+    ``text_column`` / ``label_column`` name the columns of the ``text-csv`` files.
+    """
+    options = LoadOptions(vocab_size, max_len, text_column, label_column)
     spec = dataset_spec(name)
     root = resolve_root(spec, data_dir, download) if spec.needs_files else None
-    raw = spec.load(root)
+    raw = spec.load(root, options)
     check_labels(raw.train_y, raw.num_classes, f"{name} train")
     check_labels(raw.test_y, raw.num_classes, f"{name} test")
     train, val = split_train_val(raw, val_fraction, seed)

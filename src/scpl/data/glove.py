@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from scpl.data.base import cache_dir
-from scpl.data.text import PAD_ID, atomic_torch_save, load_cached
+from scpl.data.text.cache import atomic_torch_save, load_cached
+from scpl.data.text.tokens import PAD_ID
 from scpl.errors import ConfigError, DataError
 
 GLOVE_CACHE_VERSION = 1

@@ -38,6 +38,10 @@ class TrainConfig:
     """Text: vocabulary size built from the training split (incl. <pad> and <unk>)."""
     max_len: int = 0
     """Text: tokens kept per document (0 = the dataset's default: AG News 60, IMDB 350, ...)."""
+    text_column: str = "text"
+    """text-csv: header of the column holding the documents."""
+    label_column: str = "label"
+    """text-csv: header of the column holding the labels."""
     stages: int = 4
     """Number of stages K the model is split into (the paper uses 4)."""
     partition: str | None = None
