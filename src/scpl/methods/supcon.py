@@ -38,9 +38,10 @@ def supcon_loss(
     # -inf on the diagonal times 0 would be NaN: zero it out before summing over positives.
     pos_log_prob = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1)
     if norm == "paper":
-        has_pos = num_pos > 0
-        per_anchor = -pos_log_prob[has_pos] / num_pos[has_pos]
-        if per_anchor.numel() == 0:
-            return z.sum() * 0.0  # no positive pair at all: no signal, but keep the graph
-        return per_anchor.mean()
+        # Masked sums, not boolean indexing: no data-dependent shape, so no host sync (and no
+        # graph break under torch.compile). Anchors without positives add 0 to the sum and are
+        # left out of the count; with none at all the loss is 0 and the graph is kept.
+        has_pos = (num_pos > 0).to(log_prob.dtype)
+        per_anchor = -pos_log_prob / num_pos.clamp(min=1).to(log_prob.dtype)
+        return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
     return (-pos_log_prob / (num_pos + 1)).mean()

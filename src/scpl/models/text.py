@@ -3,8 +3,10 @@
 Data contract (every stage, and the classifier):
 
 * model input: ``(tokens, lengths)`` -- tokens int64 ``[B, T]`` padded with 0 (``<pad>``),
-  lengths int64 ``[B]`` with ``1 <= lengths[b] <= T``; lengths may live on the CPU or on the
-  stage's device (the LSTM copies them to the CPU for packing).
+  lengths int64 ``[B]`` with ``1 <= lengths[b] <= T``; lengths should stay on the host (the
+  data loader keeps them there and executors never move them): the LSTM packs by them on the
+  host, and masks copy them to the device without blocking. Lengths on the device work too,
+  at the cost of one device-to-host copy (a sync) per LSTM stage.
 * stage output: ``(h, lengths)`` -- h float ``[B, T, D]`` with ``h[b, t] == 0`` for every
   ``t >= lengths[b]``, and the *same* lengths tensor passed through. Every stage maps such a
   tuple to such a tuple, so lengths travel with the activations; a stage never reads a padded
@@ -64,20 +66,25 @@ DRY_RUN_T = 8  # dry-run length when the input shape does not say
 
 def valid_mask(lengths: torch.Tensor, t: int, device: torch.device) -> torch.Tensor:
     """Bool [B, T]: True at positions t < lengths[b]."""
-    return torch.arange(t, device=device)[None, :] < lengths.to(device)[:, None]
+    return torch.arange(t, device=device)[None, :] < lengths.to(device, non_blocking=True)[:, None]
 
 
 def masked_mean(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean of ``h`` [B, T, D] over the valid positions of each row -> [B, D]."""
     valid = valid_mask(lengths, h.shape[1], h.device)
     total = torch.where(valid[..., None], h, h.new_zeros(())).sum(dim=1)
-    return total / lengths.to(h.device).clamp(min=1)[:, None].to(h.dtype)
+    return total / lengths.to(h.device, non_blocking=True).clamp(min=1)[:, None].to(h.dtype)
 
 
 def last_states(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Final states of a bidirectional RNN output [B, T, 2H]: forward at len-1, backward at 0."""
     half = h.shape[-1] // 2
-    idx = (lengths.to(h.device) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, half)
+    idx = (
+        (lengths.to(h.device, non_blocking=True) - 1)
+        .clamp(min=0)
+        .view(-1, 1, 1)
+        .expand(-1, 1, half)
+    )
     forward = h[..., :half].gather(1, idx).squeeze(1)
     return torch.cat([forward, h[:, 0, half:]], dim=-1)
 
@@ -138,10 +145,21 @@ class BiLSTMLayer(nn.Module):
 
     def forward(self, inp: tuple[torch.Tensor, torch.Tensor]):
         x, lengths = inp
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        # Pack by host-side lengths. Sorting here (as pack_padded_sequence(enforce_sorted=False)
+        # does) lets the permutation reach the device without a blocking copy.
+        host = lengths if lengths.device.type == "cpu" else lengths.cpu()
+        sorted_lengths, order = torch.sort(host, descending=True)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
+        packed = pack_padded_sequence(
+            x.index_select(0, order.to(x.device, non_blocking=True)),
+            sorted_lengths,
+            batch_first=True,
+            enforce_sorted=True,
+        )
         out, _ = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out, lengths
+        return out.index_select(0, inverse.to(x.device, non_blocking=True)), lengths
 
 
 class EncoderLayer(nn.Module):

@@ -15,8 +15,60 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scpl.errors import ConfigError
+from scpl.errors import ConfigError, ScplError
 from scpl.registry import Registry
+
+
+class NonFiniteError(ScplError):
+    """A loss or gradient became NaN/inf (raised by the NaN guard)."""
+
+
+def nonfinite_message(stage: int, term: str, step: int) -> str:
+    """The NaN guard's one-line error, naming the stage, the step and the loss term."""
+    what = f"{term} loss" if term != "gradient" else "gradient of the stage loss"
+    return (
+        f"non-finite {what} at stage {stage}, step {step}; lower --lr or check the data (the "
+        "last checkpoint is kept; --nan-guard skip drops such batches instead)"
+    )
+
+
+class NonFiniteFlag:
+    """Device-side record, per checked value (loss terms, gradient), of the first step at which
+    it was NaN/inf (-1 while finite). Updating it never syncs; :meth:`report` reads it once."""
+
+    def __init__(self, stage: int) -> None:
+        self.stage = stage
+        self.names: list[str] = []
+        self.first: torch.Tensor | None = None
+
+    def update(self, names: list[str], vals: torch.Tensor, step: int) -> None:
+        """Fold one step's values (on the device) into the flag."""
+        if not names:
+            return
+        if names != self.names[: len(names)] or self.first is None:
+            old = dict(zip(self.names, self.first.unbind(0), strict=True)) if self.names else {}
+            missing = vals.new_full((), -1, dtype=torch.int64)
+            union = names + [n for n in self.names if n not in names]
+            self.first = torch.stack([old.get(n, missing) for n in union])
+            self.names = union
+        cur = self.first[: len(names)]
+        bad = ~torch.isfinite(vals)
+        new = torch.where(bad & (cur < 0), torch.full_like(cur, step), cur)
+        self.first = (
+            torch.cat([new, self.first[len(names) :]]) if len(self.names) > len(names) else new
+        )
+
+    def snapshot(self) -> tuple[list[str], torch.Tensor] | None:
+        return (list(self.names), self.first) if self.first is not None else None
+
+
+def flag_report(stage: int, names: list[str], first: list[int]) -> str | None:
+    """The error message for the earliest non-finite value, or None when all were finite."""
+    hits = [(step, i) for i, step in enumerate(first) if step >= 0]
+    if not hits:
+        return None
+    step, i = min(hits)
+    return nonfinite_message(stage, names[i], step)
 
 
 @dataclass
@@ -32,6 +84,11 @@ class OptimConfig:
     weight_decay: float = 0.0
     total_steps: int = 0
     schedule: str = "constant"  # or "cosine" (paper vision recipes)
+    foreach: bool = True
+    """Multi-tensor (foreach) Adam: a handful of kernel launches per stage instead of several
+    per parameter. Every executor uses the same setting, so parity stays bitwise."""
+    fused: bool = False
+    """Fused Adam (one kernel on CUDA); wins over ``foreach`` when set."""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -73,10 +130,16 @@ def build_stage_optimizer(
         if cfg.scheduler is None:
             return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         return opt, cfg.scheduler(opt)
-    # foreach=False keeps the update a plain per-tensor loop, identical on every executor.
-    opt = torch.optim.Adam(
-        unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False
-    )
+    # Every executor builds its optimizers here, so whichever implementation is picked, the
+    # update is the same on all of them (parity stays bitwise).
+    if cfg.fused:
+        opt = torch.optim.Adam(
+            unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        )
+    else:
+        opt = torch.optim.Adam(
+            unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=cfg.foreach
+        )
     if cfg.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(1, cfg.total_steps), eta_min=cfg.lr_min
@@ -87,25 +150,61 @@ def build_stage_optimizer(
 
 
 class MetricSink:
-    """Thread-safe running sums of per-batch loss terms, kept on device until collected."""
+    """Thread-safe running sums of per-batch loss terms, kept on device until collected.
+
+    ``add`` runs on the producing stage's stream (its worker thread); on CUDA it records an
+    event after the sums, and ``collect`` (the caller's thread, another stream) waits on those
+    events before reading, so it never reads a sum still being written."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._events: dict[object, torch.cuda.Event] = {}
+        self._flags: dict[object, tuple[int, list[str], torch.Tensor]] = {}
 
-    def add(self, terms: dict[str, torch.Tensor]) -> None:
+    def add(
+        self, terms: dict[str, torch.Tensor], key: object = 0, flag: NonFiniteFlag | None = None
+    ) -> None:
+        """Accumulate one batch's terms; ``key`` names the producer (its last event is kept),
+        ``flag`` is its NaN guard state, checked by :meth:`collect`."""
+        snap = flag.snapshot() if flag is not None else None
         with self._lock:
+            if snap is not None:
+                self._flags[key] = (flag.stage, *snap)
             for k, v in terms.items():
                 self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
                 self._counts[k] = self._counts.get(k, 0) + 1
+            dev = next((v.device for v in terms.values() if v.is_cuda), None)
+            if dev is not None:
+                ev = torch.cuda.Event()
+                ev.record(torch.cuda.current_stream(dev))
+                self._events[key] = ev
 
     def collect(self) -> dict[str, float]:
-        """Means since the last call (this is the only host sync for metrics)."""
+        """Means since the last call (this is the only host sync for metrics: one transfer)."""
         with self._lock:
-            sums, counts = self._sums, self._counts
-            self._sums, self._counts = {}, {}
-        return {k: float(v) / counts[k] for k, v in sorted(sums.items())}
+            sums, counts, events = self._sums, self._counts, self._events
+            self._sums, self._counts, self._events = {}, {}, {}
+            flags = list(self._flags.values())
+        for ev in events.values():
+            ev.synchronize()
+        for stage, names, first in flags:
+            msg = flag_report(stage, names, first.cpu().tolist())
+            if msg:
+                raise NonFiniteError(msg)
+        if not sums:
+            return {}
+        keys = sorted(sums)
+        # One device-to-host copy per device instead of one per term.
+        by_dev: dict[torch.device, list[str]] = {}
+        for k in keys:
+            by_dev.setdefault(sums[k].device, []).append(k)
+        out: dict[str, float] = {}
+        for ks in by_dev.values():
+            vals = torch.stack([sums[k].detach().double().reshape(()) for k in ks]).cpu().tolist()
+            out.update({k: v / counts[k] for k, v in zip(ks, vals, strict=True)})
+        return {k: out[k] for k in keys}
 
 
 @dataclass
@@ -117,7 +216,26 @@ class ExecutorOptions:
     queue_depth: int = 2  # bounded queues between stages (activations in flight per link)
     emulate: dict | None = None  # per-stage, per-op emulated device seconds: {stage: {op: s}}
     record: bool = False  # keep a timeline of events
-    nan_guard: str = "off"  # per-step check before each update: off, stop or skip
+    nan_guard: str = "off"
+    """off; interval (device-side flag, read when metrics are collected: no per-step sync);
+    stop (per-step check before each update, one host sync per stage per step); skip (per-step
+    check, drop the update)."""
+    precision: str = "fp32"
+    """fp32, bf16 (autocast per stage) or fp16 (autocast and a GradScaler per stage)."""
+
+    def __post_init__(self) -> None:
+        if self.nan_guard not in NAN_GUARDS:
+            raise ConfigError(
+                f"nan_guard={self.nan_guard!r}: choose one of {', '.join(NAN_GUARDS)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}"
+            )
+
+
+NAN_GUARDS = ("off", "interval", "stop", "skip")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class Executor:

@@ -5,13 +5,19 @@ with no barrier between mini-batches: stage l starts batch t+1 as soon as it has
 batch t, while stage l+1 is still working on batch t. Activations (with labels and batch id)
 move forward and gradients backward through bounded queues, which also give back-pressure.
 
-On CUDA each worker has its own stream; a message carries a CUDA event recorded after the
-producer's work, the consumer's stream waits on it, and the copy to the next device is
-non-blocking -- so the host never synchronises in the steady state.
+On CUDA each worker has its own stream. Lifetime rule for every tensor that crosses streams
+(see docs/DESIGN.md): the producer moves it to the consumer's device on its own stream and
+records an event after that work; the consumer's stream waits on the event before using it and
+calls ``record_stream`` on it, so the caching allocator does not hand its memory to another
+allocation until the consumer's queued work is done. The batch from the caller's thread enters
+stage 0 the same way (an event on the caller's stream), and whatever the caller reads back --
+metrics, evaluation counts, weights for checkpoints -- is behind an event sync. The host never
+synchronises in the steady state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterable
@@ -20,7 +26,7 @@ import torch
 
 from scpl.errors import ScplError
 from scpl.parallel.base import EXECUTORS
-from scpl.parallel.runner import Channel, act_tensor, act_to, split_micro
+from scpl.parallel.runner import Channel, act_tensors, act_to, split_micro
 from scpl.parallel.sequential import RunnerExecutor
 
 _POLL_S = 0.1  # how often a blocked worker checks whether another worker failed
@@ -61,35 +67,49 @@ class QueueChannel(Channel):
             except queue.Empty:
                 continue
 
-    @staticmethod
-    def _event(t: torch.Tensor):
-        if t.is_cuda:
+    # -- crossing streams ------------------------------------------------------------------
+    def _handoff(self, stage: int, dst: int, tensors):
+        """Producer side: move ``tensors`` (an activation, labels, a gradient) to stage
+        ``dst``'s device on the producer's stream, then record an event after that work."""
+        moved = act_to(tensors, self.device_of[dst])
+        dev = self.device_of[stage]
+        if dev.type == "cuda":
             ev = torch.cuda.Event()
-            ev.record(torch.cuda.current_stream(t.device))
-            return ev
-        return None
+            ev.record(torch.cuda.current_stream(dev))
+            return moved, ev
+        return moved, None
 
-    @staticmethod
-    def _wait(ev, device: torch.device) -> None:
-        if ev is not None and device.type == "cuda":
-            torch.cuda.current_stream(device).wait_event(ev)
+    def _accept(self, stage: int, ev, tensors) -> None:
+        """Consumer side: wait for the producer's event on this stage's stream and mark every
+        received tensor as used by it (``record_stream``), so its memory is not reused while
+        this stream may still read it."""
+        dev = self.device_of[stage]
+        if ev is None or dev.type != "cuda":
+            return
+        stream = torch.cuda.current_stream(dev)
+        stream.wait_event(ev)
+        for t in tensors:
+            if t.is_cuda:
+                t.record_stream(stream)
 
     def send_act(self, stage, batch, mb, act, y):
-        self._put(self.act[stage + 1], (batch, mb, act, y, self._event(act_tensor(act))))
+        (act, y), ev = self._handoff(stage, stage + 1, (act, y))
+        self._put(self.act[stage + 1], (batch, mb, act, y, ev))
 
     def recv_act(self, stage, batch, mb):
         b, m, act, y, ev = self._get(self.act[stage])
         assert (b, m) == (batch, mb), f"stage {stage} expected batch {batch}.{mb}, got {b}.{m}"
-        self._wait(ev, self.device_of[stage])
+        self._accept(stage, ev, [*act_tensors(act), y])
         return act, y
 
     def send_grad(self, stage, batch, mb, grad):
-        self._put(self.grad[stage - 1], (batch, mb, grad, self._event(grad)))
+        grad, ev = self._handoff(stage, stage - 1, grad)
+        self._put(self.grad[stage - 1], (batch, mb, grad, ev))
 
     def recv_grad(self, stage, batch, mb):
         b, m, grad, ev = self._get(self.grad[stage])
         assert (b, m) == (batch, mb), f"stage {stage} expected grad {batch}.{mb}, got {b}.{m}"
-        self._wait(ev, self.device_of[stage])
+        self._accept(stage, ev, [grad])
         return grad
 
 
@@ -115,6 +135,10 @@ class LocalExecutor(RunnerExecutor):
         self.streams = [
             torch.cuda.Stream(device=d) if d.type == "cuda" else None for d in self.devices
         ]
+        self._done_events: list = [None] * K  # per stage: event after its last finished job
+        # The weights were moved to the devices on the caller's stream; the workers' streams
+        # do not order after it, so wait once here.
+        self._sync_devices()
         # The caller's intra-op thread count, applied in every worker: a new thread's BLAS may
         # otherwise use its own default and sum large matmuls in another order (not bitwise
         # equal to the sequential reference).
@@ -130,7 +154,7 @@ class LocalExecutor(RunnerExecutor):
     def _worker(self, s: int) -> None:
         torch.set_num_threads(self._num_threads)
         stream = self.streams[s]
-        ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
+        ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         runner, program = self.runners[s], self.programs[s]
         try:
             with ctx:
@@ -138,14 +162,23 @@ class LocalExecutor(RunnerExecutor):
                     job = self.channel._get(self.jobs[s])
                     if isinstance(job, _Stop):
                         return
-                    kind, batch, payload, size = job
+                    kind, batch, payload, size, ev = job
+                    if s == 0 and payload is not None:
+                        # The batch was made on the caller's stream: wait for it, and keep its
+                        # memory from being reused while this stream reads it.
+                        tensors = [t for x, y in payload for t in (*act_tensors(x), y)]
+                        self.channel._accept(0, ev, tensors)
                     if kind == "train":
                         runner.begin(batch, payload, size, self.options.num_micro)
                         for op in program:
                             runner.run(op, self.channel)
-                        self.sink.add(runner.metrics())
+                        self.sink.add(runner.metrics(), key=s, flag=runner.flag)
                     else:
-                        self._eval_step(s, batch, payload)
+                        self._eval_step(s, batch, payload[0] if payload else None)
+                    if stream is not None:
+                        done = torch.cuda.Event()
+                        done.record(stream)
+                        self._done_events[s] = done
                     with self._cv:
                         self._done[s] += 1
                         self._cv.notify_all()
@@ -168,7 +201,12 @@ class LocalExecutor(RunnerExecutor):
             self.channel.send_act(s, batch, 0, out, y)
         else:
             y = y.to(out.device, non_blocking=True)
-            self.results.put((out.argmax(1) == y).sum())
+            hit = (out.argmax(1) == y).sum()
+            ev = None
+            if hit.is_cuda:
+                ev = torch.cuda.Event()
+                ev.record(torch.cuda.current_stream(hit.device))
+            self.results.put((hit, ev))
 
     # -- caller side ----------------------------------------------------------------------
     def _raise_if_failed(self) -> None:
@@ -182,9 +220,18 @@ class LocalExecutor(RunnerExecutor):
         batch = self._batch
         self._batch += 1
         self._submitted += 1
+        ev = None
+        if payload is not None:
+            dev = next(
+                (t.device for x, y in payload for t in (*act_tensors(x), y) if t.is_cuda), None
+            )
+            if dev is not None:  # the caller's stream made (or copied) the batch
+                ev = torch.cuda.Event()
+                ev.record(torch.cuda.current_stream(dev))
         for s in range(self.num_stages):
+            job = (kind, batch, payload if s == 0 else None, size, ev if s == 0 else None)
             try:
-                self.channel._put(self.jobs[s], (kind, batch, payload if s == 0 else None, size))
+                self.channel._put(self.jobs[s], job)
             except _WorkerFailed:
                 self._raise_if_failed()
 
@@ -193,23 +240,44 @@ class LocalExecutor(RunnerExecutor):
         self._enqueue("train", split_micro(x, y, self.options.num_micro), int(y.shape[0]))
 
     def flush(self) -> None:
+        """Wait until every stage finished every submitted job, then for the devices to finish
+        that work (event syncs), so the caller may read weights and optimizer state."""
         with self._cv:
             while min(self._done) < self._submitted and not self.failed.is_set():
                 self._cv.wait(timeout=_POLL_S)
         self._raise_if_failed()
+        for ev in self._done_events:
+            if ev is not None:
+                ev.synchronize()
+
+    def _sync_devices(self) -> None:
+        for d in set(self.devices):
+            if d.type == "cuda":
+                torch.cuda.synchronize(d)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._sync_devices()  # written on the caller's stream; the workers read on theirs
+
+    def load_unit_states(self, states: list[dict]) -> None:
+        super().load_unit_states(states)
+        self._sync_devices()
 
     def evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
         self.flush()
         total, n_batches = 0, 0
         for x, y in batches:
-            self._enqueue("eval", (act_to(x, self.devices[0]), y), int(y.shape[0]))
+            self._enqueue("eval", [(act_to(x, self.devices[0]), y)], int(y.shape[0]))
             total += int(y.shape[0])
             n_batches += 1
         self.flush()
-        correct = 0
+        hits = []
         for _ in range(n_batches):
-            correct += int(self.results.get())
-        return correct, total
+            hit, ev = self.results.get()
+            if ev is not None:
+                ev.synchronize()
+            hits.append(hit.to("cpu"))
+        return int(sum(int(h) for h in hits)), total
 
     def close(self) -> None:
         if not self.threads:
@@ -222,11 +290,3 @@ class LocalExecutor(RunnerExecutor):
         for t in self.threads:
             t.join(timeout=5.0)
         self.threads = []
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

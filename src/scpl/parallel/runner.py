@@ -8,6 +8,7 @@ what makes parity between executors hold by construction.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -16,13 +17,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from scpl.errors import ScplError
-from scpl.parallel.base import OptimConfig, build_stage_optimizer
+from scpl.errors import ConfigError
+from scpl.parallel.base import (
+    NonFiniteError,
+    NonFiniteFlag,
+    OptimConfig,
+    build_stage_optimizer,
+)
 from scpl.parallel.schedules import Op
 
+__all__ = ["NonFiniteError", "StageRunner", "Channel", "Recorder", "Event", "split_micro"]
 
-class NonFiniteError(ScplError):
-    """A loss or gradient became NaN/inf (raised by the NaN guard)."""
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -79,10 +85,30 @@ def act_tensor(act) -> torch.Tensor:
     return act[0] if isinstance(act, tuple) else act
 
 
+def is_host_side(t, index: int) -> bool:
+    """Whether member ``index`` of an activation tuple is host-side metadata.
+
+    The first tensor (the data, or the tokens of a text batch) and every floating-point tensor
+    live on the stage's device; later integer tensors (a text batch's ``lengths``) stay where the
+    data loader put them -- on the host -- so no stage ever has to copy them back (a sync)."""
+    return index > 0 and torch.is_tensor(t) and not t.is_floating_point()
+
+
 def act_to(act, device: torch.device):
+    """Move an activation to ``device`` (non-blocking); host-side metadata stays where it is."""
     if isinstance(act, tuple):
-        return tuple(a.to(device, non_blocking=True) if torch.is_tensor(a) else a for a in act)
+        return tuple(
+            a.to(device, non_blocking=True) if torch.is_tensor(a) and not is_host_side(a, i) else a
+            for i, a in enumerate(act)
+        )
     return act.to(device, non_blocking=True)
+
+
+def act_tensors(act) -> list[torch.Tensor]:
+    """Every tensor of an activation (for stream bookkeeping)."""
+    if isinstance(act, tuple):
+        return [a for a in act if torch.is_tensor(a)]
+    return [act] if torch.is_tensor(act) else []
 
 
 @dataclass
@@ -109,6 +135,7 @@ class StageRunner:
         recorder: Recorder | None = None,
         emulate: dict[str, float] | None = None,
         nan_guard: str = "off",
+        precision: str = "fp32",
     ) -> None:
         self.unit = unit.to(device)
         self.stage = stage
@@ -119,6 +146,21 @@ class StageRunner:
         self.optimizer, self.scheduler = build_stage_optimizer(self.unit, optim)
         self.recorder = recorder
         self.nan_guard = nan_guard
+        self.precision = precision
+        self.amp_dtype = AMP_DTYPES.get(precision)
+        # fp16 needs loss scaling. Each stage updates alone, so each has its own scaler; under
+        # BP one scale would have to be shared by every stage the gradient passes through.
+        self.scaler = None
+        if precision == "fp16":
+            if not local:
+                raise ConfigError(
+                    "precision fp16 with an end-to-end (BP) method would need one loss scale "
+                    "shared by all stages; use precision bf16 (no loss scaling) or fp32"
+                )
+            self.scaler = torch.amp.GradScaler(device.type)
+        # Device-side NaN/inf flag (nan_guard="interval"): the first step at which each loss
+        # term (or the gradient) was non-finite, -1 while finite; read only when metrics are.
+        self.flag = NonFiniteFlag(stage) if nan_guard == "interval" else None
         # Emulated device time per op kind (seconds): the op holds its device this long after its
         # real work, releasing the GIL as a GPU kernel would (see `scpl bench --emulate`).
         self.emulate = emulate or {}
@@ -143,6 +185,12 @@ class StageRunner:
         if not self.local and self.stage > 0:
             act_tensor(x).requires_grad_(True)
         return x
+
+    def autocast(self):
+        """The stage's autocast context (a no-op in fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def run(self, op: Op, channel: Channel) -> None:
         """Execute one op (timed and recorded when a recorder is attached)."""
@@ -188,7 +236,8 @@ class StageRunner:
 
     def _op_F(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
-        m.out = self.unit.forward_train(m.x, m.y)
+        with self.autocast():
+            m.out = self.unit.forward_train(m.x, m.y)
 
     def _op_send_act(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
@@ -196,7 +245,8 @@ class StageRunner:
 
     def _op_L(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
-        loss, terms = self.unit.loss(m.out, m.y)
+        with self.autocast():
+            loss, terms = self.unit.loss(m.out, m.y)
         m.terms = {k: v.detach() for k, v in terms.items()}
         if loss is not None and self._num_micro > 1:
             # Equal micro-batches (split_micro checks divisibility): weighting each loss by 1/m
@@ -207,7 +257,7 @@ class StageRunner:
     def _op_B(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
         if self.local or self.is_last:
-            m.loss.backward()
+            (self.scaler.scale(m.loss) if self.scaler is not None else m.loss).backward()
         else:
             torch.autograd.backward(act_tensor(m.out), m.grad_out)
         m.out = None  # free the graph's outputs early
@@ -224,7 +274,10 @@ class StageRunner:
         m.grad_out = None
 
     def _op_U(self, mb: int, ch: Channel) -> None:
-        if self.nan_guard != "off" and not self._finite():
+        if self.flag is not None:
+            names, vals = self._check_values()
+            self.flag.update(names, vals, self._batch + 1)
+        elif self.nan_guard in ("stop", "skip") and not self._finite():
             if self.nan_guard == "stop":
                 raise NonFiniteError(self._nonfinite_message())
             # "skip": drop this batch's update but keep the LR schedule aligned with the step.
@@ -232,19 +285,36 @@ class StageRunner:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             return
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def _check_values(self) -> tuple[list[str], torch.Tensor]:
+        """Names and values (on the device, no sync) whose finiteness the NaN guard checks:
+        each loss term summed over micro-batches, and the gradient norm (not under fp16, whose
+        loss scaler handles overflowing gradients itself)."""
+        sums: dict[str, torch.Tensor] = {}
+        for m in self._mbs.values():
+            for k, v in m.terms.items():
+                sums[k] = sums[k] + v if k in sums else v
+        names = sorted(sums)
+        vals = [sums[k].detach().float().reshape(()) for k in names]
+        grads = [p.grad for p in self.unit.parameters() if p.grad is not None]
+        if grads and self.scaler is None:
+            names.append("gradient")
+            vals.append(torch.nn.utils.get_total_norm(grads).float().reshape(()))
+        if not vals:
+            return [], torch.zeros(0, device=self.device)
+        return names, torch.stack([v.to(self.device) for v in vals])
+
     def _finite(self) -> bool:
         """One host sync: are this batch's loss terms and this stage's gradients all finite?"""
-        vals = [v.reshape(1) for m in self._mbs.values() for v in m.terms.values()]
-        grads = [p.grad for p in self.unit.parameters() if p.grad is not None]
-        if grads:
-            vals.append(
-                torch.stack([g.abs().sum() for g in grads]).sum().reshape(1).to(self.device)
-            )
-        return bool(torch.isfinite(torch.cat(vals)).all()) if vals else True
+        _, vals = self._check_values()
+        return bool(torch.isfinite(vals).all()) if vals.numel() else True
 
     def _nonfinite_message(self) -> str:
         bad = sorted(
@@ -265,20 +335,26 @@ class StageRunner:
     @torch.no_grad()
     def infer(self, x):
         """Inference forward of this stage (the last stage returns class logits)."""
-        out = self.unit(act_to(x, self.device))
-        return self.unit.predict(out) if self.is_last else out
+        with self.autocast():
+            out = self.unit(act_to(x, self.device))
+            return self.unit.predict(out) if self.is_last else out
 
     def state_dict(self) -> dict:
-        return {
+        state = {
             "unit": self.unit.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.unit.load_state_dict(state["unit"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def split_micro(x, y: torch.Tensor, num_micro: int) -> list[tuple[object, torch.Tensor]]:
@@ -287,8 +363,6 @@ def split_micro(x, y: torch.Tensor, num_micro: int) -> list[tuple[object, torch.
         return [(x, y)]
     n = y.shape[0]
     if n % num_micro:
-        from scpl.errors import ConfigError
-
         raise ConfigError(
             f"--micro-batches {num_micro} does not divide the batch of {n} inputs; "
             "choose a divisor of the batch size"

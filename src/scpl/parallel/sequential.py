@@ -75,6 +75,7 @@ class RunnerExecutor(Executor):
                 self.recorder,
                 emulate.get(s),
                 self.options.nan_guard,
+                self.options.precision,
             )
             for s, u in enumerate(units)
         ]
@@ -141,5 +142,5 @@ class SequentialExecutor(RunnerExecutor):
             r.begin(batch, micro if s == 0 else None, int(y.shape[0]), len(micro))
         for s, op in self.order:
             self.runners[s].run(op, ch)
-        for r in self.runners:
-            self.sink.add(r.metrics())
+        for s, r in enumerate(self.runners):
+            self.sink.add(r.metrics(), key=s, flag=r.flag)

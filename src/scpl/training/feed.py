@@ -12,6 +12,7 @@ import torch
 from scpl.data import DataBundle, Split
 from scpl.data.augment import Augment
 from scpl.errors import ConfigError
+from scpl.parallel.runner import act_to
 
 
 def batch_to(split: Split, idx: torch.Tensor, device: torch.device):
@@ -24,10 +25,9 @@ def batch_to(split: Split, idx: torch.Tensor, device: torch.device):
         lengths = split.lengths[idx]
         x = x[:, : int(lengths.max())]
         if device.type == "cuda":
-            x, y, lengths = x.pin_memory(), y.pin_memory(), lengths.pin_memory()
-        return (x.to(device, non_blocking=True), lengths.to(device, non_blocking=True)), y.to(
-            device, non_blocking=True
-        )
+            x, y = x.pin_memory(), y.pin_memory()
+        # Lengths stay on the host: the LSTM packs by them there, so no stage syncs to read them.
+        return (x.to(device, non_blocking=True), lengths), y.to(device, non_blocking=True)
     if device.type == "cuda":
         x, y = x.pin_memory(), y.pin_memory()
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -35,9 +35,7 @@ def batch_to(split: Split, idx: torch.Tensor, device: torch.device):
 
 def to_device(x, device: torch.device):
     """Move a batch's inputs (a tensor or a tuple of tensors) to ``device``."""
-    if isinstance(x, tuple | list):
-        return tuple(t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in x)
-    return x.to(device, non_blocking=True)
+    return act_to(tuple(x) if isinstance(x, list) else x, device)  # host-side lengths stay
 
 
 class DatasetFeed:
