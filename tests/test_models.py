@@ -8,12 +8,13 @@ from torch import nn
 
 from scpl.errors import ConfigError
 from scpl.models import MODELS, build_model
+from scpl.models.vision import BasicBlock
 
 IMAGE_MODELS = [n for n in MODELS.names() if getattr(MODELS.get(n), "kind", "image") == "image"]
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8), (3, 64, 64)]
 WIDTH = 0.125
-UNITS = {"vgg": 6, "resnet18": 8}
+UNITS = {"vgg": 6, "resnet18": 9}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,7 +59,7 @@ def test_stage_shapes_and_forward(name, shape):
 @pytest.mark.parametrize(
     "name,k",
     [("vgg", k) for k in range(1, 7)]
-    + [("resnet18", k) for k in range(1, 9)]
+    + [("resnet18", k) for k in range(1, 10)]
     + [("convnet", k) for k in range(1, 7)],
 )
 def test_k_variants(name, k):
@@ -89,16 +90,20 @@ def test_vgg_default_partition_is_the_papers():
 
 def test_resnet18_default_partition():
     model = build_model("resnet18", (3, 32, 32), num_classes=10, width=WIDTH)
-    assert model.partition == [2, 2, 2, 2]
+    assert model.partition == [3, 2, 2, 2]  # the stem is a unit; it travels with block 1
+    assert [count(s, BasicBlock) for s in model.stages] == [2, 2, 2, 2]
+    # Other K: the blocks spread evenly, the stem with the first stage.
+    assert build_model("resnet18", (3, 32, 32), 10, 3, WIDTH).partition == [4, 3, 2]
+    assert build_model("resnet18", (3, 32, 32), 10, 9, WIDTH).partition == [1] * 9
 
 
 @pytest.mark.parametrize(
     "name,k,valid",
     [
         ("vgg", 7, "between 1 and 6"),
-        ("resnet18", 9, "between 1 and 8"),
+        ("resnet18", 10, "between 1 and 9"),
         ("vgg", 0, "between 1 and 6"),
-        ("resnet18", 0, "between 1 and 8"),
+        ("resnet18", 0, "between 1 and 9"),
         ("convnet", 0, "1 or more"),
     ],
 )

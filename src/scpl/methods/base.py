@@ -8,6 +8,7 @@ stage; ``loss`` computes the stage's local loss terms from the stage output.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,9 @@ from scpl.errors import ConfigError
 from scpl.models.base import StagedModel
 from scpl.registry import Registry
 
-HEADS = ("identity", "linear", "mlp")
+HEADS = ("identity", "linear", "mlp", "mlp-pool")
+POOL_SIZE = 2
+"""mlp-pool: side of the map the head pools a stage's output to before the MLP."""
 
 
 @dataclass
@@ -25,8 +28,10 @@ class MethodConfig:
     """Options shared by the methods (each ignores what it does not use)."""
 
     head: str = "mlp"
-    """Projection head g_l of hidden stages: identity, linear (Linear(dim, proj_dim)) or mlp
-    (Linear(dim, 512)-ReLU-Linear(512, proj_dim))."""
+    """Projection head g_l of hidden stages: identity, linear (Linear(dim, proj_dim)), mlp
+    (Linear(dim, 512)-ReLU-Linear(512, proj_dim)) or mlp-pool (adaptive average pooling of the
+    C x H x W map to C x 2 x 2, then the mlp: a light head for early, wide maps; on flat or text
+    features it is the mlp)."""
     temperature: float = 0.1
     """SupCon temperature tau."""
     proj_dim: int = 1024
@@ -37,13 +42,32 @@ class MethodConfig:
     """SCPL: the last stage adds its own SupCon term to the cross-entropy (the global loss sums them)."""
 
 
-def make_head(kind: str, dim: int, out_dim: int, hidden: int = 512) -> nn.Module:
-    """Projection head: identity, linear or the paper's MLP."""
+def make_head(
+    kind: str,
+    dim: int,
+    out_dim: int,
+    hidden: int = 512,
+    shape: tuple[int, ...] | None = None,
+) -> nn.Module:
+    """Projection head: identity, linear, the paper's MLP, or mlp-pool (``shape`` is the
+    per-sample stage output shape; a C x H x W map is pooled to C x POOL_SIZE x POOL_SIZE)."""
     if kind == "identity":
         return nn.Identity()
     if kind == "linear":
         return nn.Linear(dim, out_dim)
-    if kind == "mlp":
+    if kind == "mlp-pool" and shape is not None and len(shape) == 3 and math.prod(shape) == dim:
+        c, h, w = shape
+        side = (min(POOL_SIZE, h), min(POOL_SIZE, w))
+        pooled = c * side[0] * side[1]
+        return nn.Sequential(
+            nn.Unflatten(1, tuple(shape)),
+            nn.AdaptiveAvgPool2d(side),
+            nn.Flatten(),
+            nn.Linear(pooled, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, out_dim),
+        )
+    if kind in ("mlp", "mlp-pool"):  # mlp-pool on flat features (text, 1-d) is the mlp
         return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
     raise ConfigError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
 
@@ -119,6 +143,9 @@ class Method:
     name: str = ""
     local: bool = True
     """True if every stage has its own loss and its input is detached (no gradient crosses)."""
+    config_defaults: dict = {}
+    """Run-config fields (e.g. lr, lr_schedule) this method trains with unless the recipe or
+    the user sets them (applied by ``scpl.training.recipes.make_config``)."""
 
     def __init__(self, cfg: MethodConfig | None = None) -> None:
         self.cfg = cfg or MethodConfig()

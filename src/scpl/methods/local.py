@@ -36,7 +36,9 @@ class SCPLUnit(StageUnit):
         super().__init__(index, model, detach_input=True)
         self.cfg = cfg
         if not self.is_last or cfg.last_supcon:
-            self.aux["head"] = make_head(cfg.head, self.feature_dim, cfg.proj_dim)
+            self.aux["head"] = make_head(
+                cfg.head, self.feature_dim, cfg.proj_dim, shape=self.out_shape
+            )
 
     def loss(self, out, y):
         terms: dict[str, torch.Tensor] = {}
@@ -80,7 +82,7 @@ class EarlyExitUnit(StageUnit):
             # A local classifier shaped like the SCPL head so the comparison is like for like.
             n = model.num_classes
             head = cfg.head if cfg.head != "identity" else "linear"
-            self.aux["exit"] = make_head(head, self.feature_dim, n)
+            self.aux["exit"] = make_head(head, self.feature_dim, n, shape=self.out_shape)
 
     def loss(self, out, y):
         logits = self.predict(out) if self.is_last else self.aux["exit"](self.features(out))

@@ -130,11 +130,17 @@ def resnet18(
                 size = (size + 1) // 2
             block = BasicBlock(c_in, c, stride)
             c_in = c
-            # The stem is not a cut point: it travels with the first block (paper's component 1).
-            units.append(nn.Sequential(stem, block) if not units else block)
+            units.append(block)
+    # The stem is a unit of its own (a cut point for balancing); by default it travels with the
+    # first block, so the default stages are the paper's ([stem + 2 blocks] [2] [2] [2] at K=4).
+    units.insert(0, stem)
     check_num_stages(num_stages, len(units), "resnet18")
     if partition is None:
-        partition = even_partition(len(units), num_stages)
+        if num_stages < len(units):
+            partition = even_partition(len(units) - 1, num_stages)
+            partition[0] += 1
+        else:
+            partition = [1] * len(units)
     classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
     return StagedModel(units, classifier, input_shape, num_classes, partition, name="resnet18")
 

@@ -93,9 +93,11 @@ def _local_order(K: int, m: int, forward_first: bool) -> list[Step]:
     return order
 
 
-def _bp_order(K: int, m: int, reverse_backward: bool) -> list[Step]:
+def _bp_order(K: int, m: int) -> list[Step]:
     """BP: forward every micro-batch through all stages, backward in reverse stage order
-    (micro-batches in reverse for GPipe), then every stage updates once."""
+    then every stage updates once. Backwards run in micro-batch order (GPipe's throughput does
+    not depend on it), so each stage accumulates its gradient in the same order as the
+    sequential reference and every BP pipeline is bitwise checkable against it."""
     order: list[Step] = []
     for mb in range(m):
         for s in range(K):
@@ -106,8 +108,7 @@ def _bp_order(K: int, m: int, reverse_backward: bool) -> list[Step]:
                 order.append((s, Op("send_act", mb)))
             else:
                 order.append((s, Op("L", mb)))
-    mbs = range(m - 1, -1, -1) if reverse_backward else range(m)
-    for mb in mbs:
+    for mb in range(m):
         for s in range(K - 1, -1, -1):
             if s < K - 1:
                 order.append((s, Op("recv_grad", mb)))
@@ -120,16 +121,78 @@ def _bp_order(K: int, m: int, reverse_backward: bool) -> list[Step]:
     return order
 
 
+def _one_f_one_b_programs(K: int, m: int, local: bool) -> list[list[Op]]:
+    """Per-stage programs of 1F1B (PipeDream-Flush): stage s runs min(K-1-s, m) warm-up
+    forwards, then alternates one forward and one backward, then drains the remaining backwards
+    and updates once. A micro-batch's activations are freed at its backward, so stage s holds
+    at most min(K-s, m) micro-batches (GPipe: all m). Backwards run in micro-batch order, so
+    the gradient is accumulated in the sequential reference's order (bitwise equal). Local
+    methods have no gradient to wait for: every stage runs F, L, B per micro-batch."""
+
+    def fwd(s: int, mb: int) -> list[Op]:
+        ops = [Op("recv_act", mb)] if s > 0 else []
+        ops.append(Op("F", mb))
+        if s < K - 1:
+            ops.append(Op("send_act", mb))
+        if local or s == K - 1:
+            ops.append(Op("L", mb))
+        return ops
+
+    def bwd(s: int, mb: int) -> list[Op]:
+        ops = [Op("recv_grad", mb)] if (not local and s < K - 1) else []
+        ops.append(Op("B", mb))
+        if not local and s > 0:
+            ops.append(Op("send_grad", mb))
+        return ops
+
+    progs = []
+    for s in range(K):
+        warm = 0 if local else min(K - 1 - s, m)
+        ops = [op for mb in range(warm) for op in fwd(s, mb)]
+        for i in range(m - warm):
+            ops += fwd(s, warm + i) + bwd(s, i)
+        ops += [op for mb in range(m - warm, m) for op in bwd(s, mb)]
+        progs.append([*ops, Op("U")])
+    return progs
+
+
+def _interleave(progs: list[list[Op]]) -> list[Step]:
+    """A global serial order whose per-stage restriction is ``progs``: repeatedly run the first
+    stage whose next op has its message (activation or gradient) already sent."""
+    pos, order, sent = [0] * len(progs), [], set()
+    total = sum(len(p) for p in progs)
+    while len(order) < total:
+        for s, prog in enumerate(progs):
+            if pos[s] == len(prog):
+                continue
+            op = prog[pos[s]]
+            if op.kind == "recv_act" and ("act", s, op.mb) not in sent:
+                continue
+            if op.kind == "recv_grad" and ("grad", s, op.mb) not in sent:
+                continue
+            if op.kind == "send_act":
+                sent.add(("act", s + 1, op.mb))
+            elif op.kind == "send_grad":
+                sent.add(("grad", s - 1, op.mb))
+            order.append((s, op))
+            pos[s] += 1
+            break
+        else:
+            raise AssertionError(f"programs deadlock at {pos}")
+    return order
+
+
 def _sequential(K: int, m: int, local: bool) -> list[Step]:
-    return _local_order(K, m, forward_first=False) if local else _bp_order(K, m, False)
+    return _local_order(K, m, forward_first=False) if local else _bp_order(K, m)
 
 
 ORDERS = {
     "sequential": _sequential,
     "scpl": lambda K, m, local: _local_order(K, m, forward_first=False),
     "scpl-gpipe": lambda K, m, local: _local_order(K, m, forward_first=True),
-    "nmp": lambda K, m, local: _bp_order(K, m, False),
-    "gpipe": lambda K, m, local: _bp_order(K, m, True),
+    "nmp": lambda K, m, local: _bp_order(K, m),
+    "gpipe": lambda K, m, local: _bp_order(K, m),
+    "pipedream-1f1b": lambda K, m, local: _interleave(_one_f_one_b_programs(K, m, local)),
 }
 
 for _s, _help in (
@@ -152,6 +215,10 @@ for _s, _help in (
     (
         Schedule("gpipe", False, True, True, auto_for=((False, True),)),
         "BP with m micro-batches and a flush per mini-batch",
+    ),
+    (
+        Schedule("pipedream-1f1b", None, True, True),
+        "1F1B (PipeDream-Flush): GPipe's makespan, at most K-s micro-batches held on stage s",
     ),
 ):
     SCHEDULES.register(_s.name, help=_help)(_s)
