@@ -6,7 +6,8 @@ import pytest
 
 from scpl.cli import main
 from scpl.errors import ConfigError
-from scpl.studies.epoch_time import EpochTimeOptions, epoch_time, project_epoch
+from scpl.perf.simulate import project_epoch
+from scpl.studies.epoch_time import EpochTimeOptions, epoch_time
 
 
 def _read(out):

@@ -11,6 +11,7 @@ import pytest
 from scpl.errors import ConfigError
 from scpl.parallel.schedules import SCHEDULES
 from scpl.perf.emulate import parse_emulate
+from scpl.perf.harness import run_emulated
 from scpl.perf.simulate import (
     compare,
     finish_times,
@@ -18,7 +19,6 @@ from scpl.perf.simulate import (
     stage_order,
     steady_rate,
 )
-from scpl.studies.bench import run_emulated
 
 UNIT = {s: {"F": 1.0, "L": 1.0, "B": 1.0, "U": 0.0} for s in range(4)}
 

@@ -121,7 +121,8 @@ def unit_costs(
     partition)`` may supply op costs (e.g. a cache); default :func:`measure_op_costs`."""
     from scpl.methods import MethodConfig, build_method
     from scpl.models import build_model
-    from scpl.perf.emulate import measure_op_costs, stage_totals
+    from scpl.perf.emulate import stage_totals
+    from scpl.perf.measure import measure_op_costs
 
     if by not in BY:
         raise ConfigError(f"--by {by!r}: choose one of {', '.join(BY)}")

@@ -12,7 +12,7 @@ Spec grammar (``--emulate``)::
     F=10ms,B=20ms;3:B=30ms                 defaults, then an override for stage 3
     1-2:F=5ms   *:U=1ms                    ranges and '*' (all stages)
     send_act=1ms,recv_act=1ms              transfer cost (send/recv/comm are shorthands)
-    measured                               op times measured from the real model (see bench)
+    measured / flops                       op costs of the real model (see scpl.perf.costs)
 
 Op names are those of :mod:`scpl.parallel.schedules` (``F L B U send_act recv_act send_grad
 recv_grad``); ``send`` = send_act + send_grad, ``recv`` = recv_act + recv_grad, ``comm`` = all
@@ -79,7 +79,7 @@ def parse_emulate(spec: str | None, num_stages: int) -> Costs:
     """Parse an ``--emulate`` spec into ``ExecutorOptions.emulate`` ({stage: {op: seconds}}).
 
     ``None``, ``''`` and ``'none'`` give ``{}`` (no emulation). ``'measured'`` is resolved by the
-    caller (it needs a model), see :func:`measure_op_costs`.
+    caller (it needs a model), see :mod:`scpl.perf.costs`.
     """
     if spec is None or not spec.strip() or spec.strip().lower() in ("none", "off", "0"):
         return {}
@@ -150,6 +150,15 @@ def per_micro(costs: Costs, num_micro: int) -> Costs:
     return scale_costs(costs, 1.0 / num_micro, ("F", "L", "B") + COMM_OPS)
 
 
+def merge_costs(costs: Costs, extra: Costs, num_stages: int) -> Costs:
+    """``costs`` with ``extra``'s ops added (or replaced) per stage, for stages < K."""
+    out = {s: dict(costs.get(s, {})) for s in range(num_stages)}
+    for s, d in extra.items():
+        if s < num_stages:
+            out[s].update(d)
+    return out
+
+
 def stage_totals(costs: Costs, num_stages: int, kinds: Sequence[str] = WORK_OPS) -> list[float]:
     """Sum of the given op costs per stage (one op each)."""
     return [sum(costs.get(s, {}).get(k, 0.0) for k in kinds) for s in range(num_stages)]
@@ -193,142 +202,3 @@ def costs_from_events(
             v = statistics.fmean(d) if stat == "mean" else statistics.median(d)
         out.setdefault(s, {})[k] = v
     return out
-
-
-def synthetic_batch(
-    input_shape: tuple[int, ...],
-    batch_size: int,
-    num_classes: int = 10,
-    generator=None,
-    vocab_size: int = 1000,
-):
-    """A random training batch (x, y) for a model's input shape: images ``(C, H, W)`` give a
-    float tensor; text ``(T,)`` gives ``(tokens, lengths)`` (padded with 0, the longest row full
-    length). Labels cycle through the classes, so every class present has positives."""
-    import torch
-
-    n = batch_size
-    y = torch.arange(n) % max(1, min(num_classes, n // 2))
-    if len(input_shape) == 1:
-        t = input_shape[0]
-        tokens = torch.randint(2, max(3, vocab_size), (n, t), generator=generator)
-        lengths = torch.randint(1, t + 1, (n,), generator=generator)
-        lengths[0] = t
-        tokens[torch.arange(t).expand(n, t) >= lengths[:, None]] = 0
-        return (tokens, lengths), y
-    return torch.randn(n, *input_shape, generator=generator), y
-
-
-def measure_op_costs(
-    model: str = "vgg",
-    method: str = "scpl",
-    num_stages: int = 4,
-    width: float = 1.0,
-    input_shape: tuple[int, ...] = (3, 32, 32),
-    num_classes: int = 10,
-    batch_size: int = 16,
-    steps: int = 3,
-    warmup: int = 1,
-    partition: Sequence[int] | None = None,
-    num_micro: int = 1,
-    device: str = "cpu",
-    head: str = "mlp",
-    proj_dim: int = 1024,
-    seed: int = 0,
-    model_kwargs: dict | None = None,
-) -> Costs:
-    """Time each op of each stage of the real model on one device: the sequential executor with
-    a recorder runs ``warmup + steps`` training steps; returns the median per (stage, op).
-    These are the costs ``--emulate measured`` emulates and ``scpl bench --project`` simulates."""
-    import torch
-
-    from scpl.methods import MethodConfig, build_method
-    from scpl.models import build_model
-    from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
-
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    kw = dict(model_kwargs or {})
-    m = build_model(model, input_shape, num_classes, num_stages, width, partition, **kw)
-    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim))
-    ex = EXECUTORS.get("sequential")(
-        meth.attach(m),
-        meth.local,
-        OptimConfig(total_steps=1000),
-        [dev],
-        ExecutorOptions("sequential", num_micro=num_micro, record=True),
-        method,
-    )
-    g = torch.Generator().manual_seed(seed)
-    x, y = synthetic_batch(input_shape, batch_size, num_classes, g, kw.get("vocab_size", 1000))
-    x = tuple(t.to(dev) for t in x) if isinstance(x, tuple) else x.to(dev)
-    y = y.to(dev)
-    try:
-        for _ in range(warmup + steps):
-            ex.submit(x, y)
-            ex.collect()
-    finally:
-        ex.close()
-    return costs_from_events(ex.recorder.events, skip_batches=warmup, stat="median")
-
-
-def flop_op_costs(
-    model: str = "vgg",
-    method: str = "scpl",
-    num_stages: int = 4,
-    width: float = 1.0,
-    input_shape: tuple[int, ...] = (3, 32, 32),
-    num_classes: int = 10,
-    batch_size: int = 32,
-    partition: Sequence[int] | None = None,
-    flops_per_s: float = 1e12,
-    head: str = "mlp",
-    proj_dim: int = 1024,
-    model_kwargs: dict | None = None,
-    seed: int = 0,
-) -> Costs:
-    """Op costs of a compute-bound device: the FLOPs of each stage's F, L and B (counted by
-    torch.utils.flop_counter on one training step: matmuls and convolutions only) divided by
-    ``flops_per_s``. U and transfers cost 0. On a GPU, where the per-step optimizer and the
-    small elementwise ops are cheap next to the convolutions, this is closer to the real split
-    of work between stages than CPU timings (on a CPU the projection heads' Adam updates weigh
-    much more)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from scpl.methods import MethodConfig, build_method
-    from scpl.models import build_model
-    from scpl.parallel.runner import act_tensor, detach_act
-
-    torch.manual_seed(seed)
-    kw = dict(model_kwargs or {})
-    m = build_model(model, input_shape, num_classes, num_stages, width, partition, **kw)
-    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim))
-    units = meth.attach(m)
-    g = torch.Generator().manual_seed(seed)
-    x, y = synthetic_batch(input_shape, batch_size, num_classes, g, kw.get("vocab_size", 1000))
-    out_costs: Costs = {}
-    for s, unit in enumerate(units):
-        unit.train()
-        x = detach_act(x)
-        if not meth.local and s > 0:
-            act_tensor(x).requires_grad_(True)
-        with FlopCounterMode(display=False) as fc:
-            out = unit.forward_train(x, y)  # AL carries targets: its output is not its input
-        f = fc.get_total_flops()
-        with FlopCounterMode(display=False) as fc:
-            loss, _ = unit.loss(out, y)
-        lf = fc.get_total_flops()
-        with FlopCounterMode(display=False) as fc:
-            if loss is not None and (meth.local or s == num_stages - 1):
-                loss.backward()
-            else:
-                t = act_tensor(out)
-                torch.autograd.backward(t, torch.ones_like(t))
-        b = fc.get_total_flops()
-        costs = {"F": f / flops_per_s, "B": b / flops_per_s}
-        if loss is not None:
-            costs["L"] = lf / flops_per_s
-        out_costs[s] = costs
-        x = unit.to_next(out)
-    return out_costs

@@ -208,3 +208,31 @@ def compare(recorded: Sequence[Event], simulated: Sequence[Event], warmup: int =
         "throughput_rel_err": (tp_s - tp_r) / tp_r,
         "start_abs_err_median": statistics.median(errs) if errs else 0.0,
     }
+
+
+def project_epoch(
+    schedule: str,
+    method: str,
+    num_stages: int,
+    costs: Costs,
+    steps: int,
+    micro: int = 1,
+    transfer: Costs | None = None,
+    sim_batches: int = 32,
+) -> float:
+    """Seconds for ``steps`` mini-batches (an epoch) of ``method`` on ``schedule`` over K
+    devices, from an empty pipeline: the first ``sim_batches`` simulated, the rest at the
+    simulated steady-state rate. ``costs`` are mini-batch op costs (split per micro-batch here),
+    ``transfer`` per-message costs added to every stage."""
+    from scpl.methods import METHODS
+    from scpl.perf.emulate import merge_costs, per_micro
+
+    K = num_stages
+    merged = merge_costs(costs, transfer or {}, K)
+    n = min(steps, sim_batches)
+    local = METHODS.get(method).local
+    sim = simulate(schedule, K, per_micro(merged, micro), n, micro, local)
+    total = sim.makespan
+    if steps > n:
+        total += (steps - n) / sim.steady_rate(min(n - 1, max(1, n // 2)))
+    return total

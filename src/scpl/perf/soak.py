@@ -12,10 +12,11 @@ import time
 
 import torch
 
+from scpl.api import pipeline
 from scpl.errors import ConfigError
-from scpl.methods import MethodConfig, build_method
+from scpl.methods import MethodConfig
 from scpl.models import build_model
-from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
+from scpl.parallel import OptimConfig
 
 
 def rss_mb() -> float:
@@ -38,14 +39,14 @@ def soak(
         raise ConfigError(f"--soak {steps}: use at least 20 steps")
     torch.manual_seed(0)
     model = build_model("convnet", (1, 8, 8), 10, 4, 0.125)
-    method = build_method("scpl", MethodConfig(proj_dim=32))
-    ex = EXECUTORS.get(executor)(
-        method.attach(model),
-        True,
-        OptimConfig(total_steps=steps),
-        [torch.device("cpu")],
-        ExecutorOptions("scpl"),
+    pipe = pipeline(
+        model,
         "scpl",
+        devices="cpu",
+        optimizer=OptimConfig(total_steps=steps, schedule="cosine"),
+        schedule="scpl",
+        executor=executor,
+        method_config=MethodConfig(proj_dim=32),
     )
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 1, 8, 8, generator=g)
@@ -53,17 +54,15 @@ def soak(
     every = max(1, steps // num_samples)
     samples: list[tuple[int, float]] = []
     t0 = time.perf_counter()
-    try:
+    with pipe:
         for step in range(1, steps + 1):
-            ex.submit(x, y)
+            pipe.step(x, y)
             if step % log_every == 0:
-                ex.collect()  # as the training loop does
+                pipe.metrics()  # as the training loop does
             if step % every == 0:
-                ex.flush()
+                pipe.flush()
                 gc.collect()
                 samples.append((step, rss_mb()))
-    finally:
-        ex.close()
     # Compare against the first sample after warm-up (allocator pools fill during the first 10%).
     warm = [s for s in samples if s[0] >= steps // 10] or samples
     base = warm[0][1]

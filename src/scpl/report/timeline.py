@@ -185,6 +185,30 @@ def write_gantt(
     return path
 
 
+def write_suite_gantts(rows: list[dict], out: Path) -> list[Path]:
+    """Gantt charts of the K=4 (or largest K) runs of each suite of bench rows (``suite``,
+    ``K``, ``schedule``, ``method``, ``m``, ``executor``, ``_events``, ``_emulate``), one panel
+    per schedule; dist rows are left out (their clocks are per process)."""
+    paths = []
+    for suite in sorted({r["suite"] for r in rows}):
+        ks = sorted({r["K"] for r in rows if r["suite"] == suite})
+        K = 4 if 4 in ks else ks[-1]
+        panels = [
+            (
+                f"{r['schedule']} ({r['method']}, m={r['m']}, {r['executor']})",
+                r["_events"],
+                r.get("_emulate") or {},
+            )
+            for r in rows
+            if r["suite"] == suite and r["K"] == K and r["executor"] != "dist"
+        ]
+        if panels:
+            paths.append(
+                write_gantt(panels, Path(out) / f"gantt-{suite}-K{K}.png", f"{suite} stages, K={K}")
+            )
+    return paths
+
+
 def trace_events(events: Sequence[Event], pid_offset: int = 0, name: str = "") -> list[dict]:
     """Chrome trace events: pid = device (one per distinct device name), tid = stage."""
     ev = [e for e in events if e.batch >= 0] or list(events)

@@ -2,8 +2,8 @@
 
 For every batch size N the op costs (F, L, B, U of each stage) of the method each schedule runs
 are taken on ONE device -- timed on this machine with the recorder (``--emulate measured``,
-:func:`scpl.perf.emulate.measure_op_costs`) or proportional to FLOPs (``--emulate flops``, a
-compute-bound device, :func:`scpl.perf.emulate.flop_op_costs`) -- and turned into two numbers:
+:func:`scpl.perf.measure.measure_round_robin`) or proportional to FLOPs (``--emulate flops``, a
+compute-bound device, :func:`scpl.perf.measure.flop_op_costs`) -- and turned into two numbers:
 
 * ``measured_one_device_s``: steps_per_epoch x the method's one-device step time (the sum of
   its op costs over all stages, i.e. one op at a time on one device);
@@ -24,11 +24,9 @@ Only shapes and sizes are used: no data file is read.
 
 from __future__ import annotations
 
-import csv
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +109,9 @@ class EpochTimeOptions:
 def method_of(schedule: str, method: str = "scpl") -> str:
     """The method a schedule runs here: ``method`` on the local-loss schedules, BP on the others
     (sequential is the one-device BP reference)."""
-    from scpl.parallel import SCHEDULES
+    from scpl.perf.harness import method_for
 
-    return method if SCHEDULES.get(schedule).local else "bp"
+    return "bp" if schedule == "sequential" else method_for(schedule, method)
 
 
 @dataclass
@@ -153,7 +151,7 @@ def resolve(opts: EpochTimeOptions) -> Setup:
         )
     kind = getattr(builder, "kind", "image")
     if spec.kind != kind:
-        from scpl.training.loop import models_of_kind
+        from scpl.models.base import models_of_kind
 
         raise ConfigError(
             f"model {opts.model!r} takes {kind} data but {opts.dataset!r} is a {spec.kind} "
@@ -215,138 +213,27 @@ def resolve(opts: EpochTimeOptions) -> Setup:
     )
 
 
-def measure_sweep(
-    opts: EpochTimeOptions, setup: Setup, pairs: Sequence[tuple[int, str]], log=print
-) -> dict[tuple[int, str], Costs]:
-    """Time every (inputs per step, method) pair on one device, round-robin.
-
-    One sequential executor with a recorder per pair (the real model, as
-    :func:`scpl.perf.emulate.measure_op_costs` builds it); after ``opts.warmup`` steps each, the
-    pairs take turns, one training step at a time, for ``opts.rounds`` rounds, so that load from
-    other processes hits every pair alike. On a CPU with one intra-op thread each timed step's
-    op spans are scaled by the step's thread CPU time / wall time, which removes the time the
-    step waited for a core other processes held (the sequential executor runs every op in
-    this thread); each op's cost is then its shortest value over the rounds. Work ops only:
-    one-device transfers are in-process hand-offs, not link costs."""
-    import torch
-
-    from scpl.methods import MethodConfig, build_method
-    from scpl.models import build_model
-    from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
-    from scpl.perf.emulate import WORK_OPS, synthetic_batch
-
-    dev = torch.device(opts.device)
-    K = opts.stages
-    runs = {}
-    scale: dict[tuple, float] = {}  # (pair, batch) -> CPU time / wall time of that step
-    try:
-        for inputs, method in pairs:
-            torch.manual_seed(0)
-            m = build_model(
-                opts.model,
-                setup.input_shape,
-                setup.num_classes,
-                K,
-                opts.width,
-                None,
-                **setup.model_kwargs,
-            )
-            meth = build_method(method, MethodConfig(head=setup.head, proj_dim=opts.proj_dim))
-            ex = EXECUTORS.get("sequential")(
-                meth.attach(m),
-                meth.local,
-                OptimConfig(total_steps=1000),
-                [dev],
-                ExecutorOptions("sequential", record=True),
-                method,
-            )
-            g = torch.Generator().manual_seed(0)
-            vocab = setup.model_kwargs.get("vocab_size", 1000)
-            x, y = synthetic_batch(setup.input_shape, inputs, setup.num_classes, g, vocab)
-            x = tuple(t.to(dev) for t in x) if isinstance(x, tuple) else x.to(dev)
-            runs[(inputs, method)] = (ex, x, y.to(dev))
-
-        cpu_clock = dev.type == "cpu" and torch.get_num_threads() == 1
-
-        def step(ex, x, y) -> float:
-            t0, c0 = time.perf_counter(), time.thread_time()
-            ex.submit(x, y)
-            ex.collect()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-            return min(1.0, cpu / wall) if cpu_clock and wall > 0 else 1.0
-
-        t = time.perf_counter()
-        for ex, x, y in runs.values():
-            for _ in range(opts.warmup):
-                step(ex, x, y)
-        log(f"  warm-up: {len(runs)} (batch, method) pairs [{time.perf_counter() - t:.1f}s]")
-        for r in range(opts.rounds):
-            t = time.perf_counter()
-            for key, (ex, x, y) in runs.items():
-                scale[(key, opts.warmup + r)] = step(ex, x, y)
-            busy = statistics.fmean(v for (_, b), v in scale.items() if b == opts.warmup + r)
-            log(
-                f"  round {r + 1}/{opts.rounds} [{time.perf_counter() - t:.1f}s; this thread had "
-                f"a core {100 * busy:.0f}% of the time]"
-            )
-    finally:
-        for ex, _, _ in runs.values():
-            ex.close()
-    out = {}
-    for key, (ex, _, _) in runs.items():
-        c: Costs = {}
-        for e in ex.recorder.events:
-            if e.batch >= opts.warmup and e.kind in WORK_OPS:
-                d = c.setdefault(e.stage, {})
-                v = (e.end - e.start) * scale.get((key, e.batch), 1.0)
-                d[e.kind] = min(d.get(e.kind, float("inf")), v)
-        out[key] = c
-    return out
-
-
-def default_costs_for(
-    opts: EpochTimeOptions, setup: Setup, pairs: Sequence[tuple[int, str]], log=print
-) -> CostsFor:
-    """(inputs per step, method) -> work-op costs of one mini-batch on one device: timed
-    round-robin up front (:func:`measure_sweep`) or FLOP-proportional (computed on demand).
+def cost_source(opts: EpochTimeOptions, setup: Setup):
+    """The sweep's :class:`~scpl.perf.costs.CostSource`: work-op costs of one mini-batch on one
+    device, timed (``measured``, round-robin up front, see :func:`epoch_time`) or FLOP-proportional.
     Steps over ``opts.max_inputs`` inputs are extrapolated from a step of ``max_inputs``: F, L
     and B scale with the inputs, U does not (a contrastive loss's N x N similarities grow
     faster, but are a small part of L and B)."""
-    from scpl.perf.emulate import flop_op_costs, scale_costs
+    from scpl.perf.costs import CostSource
+    from scpl.perf.measure import Workload
 
-    base: dict[tuple[int, str], Costs] = {}
-    if opts.emulate == "measured":
-        log(
-            f"epoch-time: timing {len(pairs)} (inputs, method) pairs on {opts.device}: "
-            f"{opts.warmup} warm-up + {opts.rounds} round(s) each, round-robin"
-        )
-        base.update(measure_sweep(opts, setup, pairs, log))
-
-    def costs_for(inputs: int, method: str) -> Costs:
-        timed = timed_inputs(opts, inputs)
-        if opts.emulate == "flops" and (timed, method) not in base:
-            base[(timed, method)] = flops(timed, method)
-        c = base[(timed, method)]
-        return c if timed == inputs else scale_costs(c, inputs / timed, ("F", "L", "B"))
-
-    def flops(inputs: int, method: str) -> Costs:
-        return flop_op_costs(
-            opts.model,
-            method,
-            opts.stages,
-            opts.width,
-            setup.input_shape,
-            setup.num_classes,
-            batch_size=inputs,
-            flops_per_s=opts.tflops * 1e12,
-            head=setup.head,
-            proj_dim=opts.proj_dim,
-            model_kwargs=setup.model_kwargs,
-        )
-
-    return costs_for
+    w = Workload(
+        opts.model,
+        opts.width,
+        setup.input_shape,
+        head=setup.head,
+        proj_dim=opts.proj_dim,
+        num_classes=setup.num_classes,
+        model_kwargs=setup.model_kwargs,
+        device=opts.device,
+        tflops=opts.tflops,
+    )
+    return CostSource(opts.emulate, w, max_batch=opts.max_inputs)
 
 
 def timed_inputs(opts: EpochTimeOptions, inputs: int) -> int:
@@ -361,40 +248,11 @@ def sweep_pairs(opts: EpochTimeOptions, setup: Setup) -> list[tuple[int, str]]:
     return list(dict.fromkeys(pairs))
 
 
-def project_epoch(
-    schedule: str,
-    method: str,
-    num_stages: int,
-    costs: Costs,
-    steps: int,
-    micro: int = 1,
-    transfer: Costs | None = None,
-    sim_batches: int = 32,
-) -> float:
-    """Seconds for ``steps`` mini-batches of ``schedule`` on K devices, from an empty pipeline:
-    the first ``sim_batches`` simulated, the rest at the simulated steady-state rate."""
-    from scpl.methods import build_method
-    from scpl.perf.emulate import per_micro
-    from scpl.perf.simulate import simulate
-
-    K = num_stages
-    merged = {s: dict(costs.get(s, {})) for s in range(K)}
-    for s, d in (transfer or {}).items():
-        if s < K:
-            merged[s].update(d)
-    n = min(steps, sim_batches)
-    local = build_method(method).local
-    sim = simulate(schedule, K, per_micro(merged, micro), n, micro, local)
-    total = sim.makespan
-    if steps > n:
-        total += (steps - n) / sim.steady_rate(min(n - 1, max(1, n // 2)))
-    return total
-
-
 def epoch_rows(opts: EpochTimeOptions, setup: Setup, costs_for: CostsFor, log=print) -> list[dict]:
     """One row per (batch size, schedule); see the module docstring."""
     from scpl.parallel import SCHEDULES
     from scpl.perf.emulate import parse_emulate, stage_totals
+    from scpl.perf.simulate import project_epoch
 
     K = opts.stages
     transfer = parse_emulate(opts.transfer, K)
@@ -460,132 +318,51 @@ def _g(v: float) -> str:
 def format_tables(rows: list[dict], opts: EpochTimeOptions) -> str:
     """Markdown: projected seconds per epoch (rows batch size, columns schedules), the
     one-device measured seconds per method, and speedups vs BP on one device."""
+    from scpl.report.tables import grid_table
+
     scheds = list(dict.fromkeys(r["schedule"] for r in rows))
     sizes = list(dict.fromkeys(r["batch_size"] for r in rows))
     cell = {(r["batch_size"], r["schedule"]): r for r in rows}
-    K = opts.stages
     methods = list(dict.fromkeys(r["method"] for r in rows))
-
-    def table(title: str, cols: list[str], value) -> list[str]:
-        lines = [title, "", "| batch size | " + " | ".join(cols) + " |"]
-        lines.append("|---:|" + "---:|" * len(cols))
-        for n in sizes:
-            lines.append(f"| {n} | " + " | ".join(value(n, c) for c in cols) + " |")
-        return lines + [""]
 
     def one_dev(n, meth):
         r = next(r for r in rows if r["batch_size"] == n and r["method"] == meth)
         return _g(r["measured_one_device_s"])
 
-    out = table(
-        f"Projected seconds per epoch on K={K} devices (simulator; `sequential` = BP one op at "
-        "a time on one device):",
+    out = grid_table(
+        f"Projected seconds per epoch on K={opts.stages} devices (simulator; `sequential` = BP "
+        "one op at a time on one device):",
+        "batch size",
+        sizes,
         scheds,
         lambda n, s: _g(cell[(n, s)]["projected_K_s"]),
     )
-    out += table(
+    out += grid_table(
         "Seconds per epoch on one device (sum of the method's op costs):",
+        "batch size",
+        sizes,
         methods,
         one_dev,
     )
-    out += table(
+    out += grid_table(
         "Speedup of each projected K-device schedule vs BP on one device:",
+        "batch size",
+        sizes,
         scheds,
         lambda n, s: f"{cell[(n, s)]['speedup_vs_bp_one_device']:.2f}x",
     )
     return "\n".join(out)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(
-                {
-                    k: (f"{v:.6g}" if isinstance(v, float) else v)
-                    for k, v in r.items()
-                    if k in CSV_COLUMNS
-                }
-            )
-
-
 def write_png(rows: list[dict], path: Path, opts: EpochTimeOptions, setup: Setup) -> None:
-    import matplotlib
+    from scpl.report.plots import epoch_time_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scheds = list(dict.fromkeys(r["schedule"] for r in rows))
-    colors = {
-        "sequential": "#4C72B0",
-        "nmp": "#DD8452",
-        "gpipe": "#C44E52",
-        "scpl": "#55A868",
-        "scpl-gpipe": "#8172B3",
-    }
-    names = {
-        "sequential": "BP, 1 device (sequential)",
-        "nmp": f"BP split on {opts.stages} devices (nmp)",
-        "gpipe": "GPipe",
-        "scpl": opts.method.upper() if opts.method == "scpl" else opts.method,
-        "scpl-gpipe": f"{opts.method.upper() if opts.method == 'scpl' else opts.method}+GPipe",
-    }
-    # Lines that coincide (sequential = BP one device; scpl-gpipe = scpl when one stage is the
-    # bottleneck) stay visible: wide translucent lines under narrow ones, distinct markers.
-    style = {
-        "sequential": ("o", 4.0),
-        "nmp": ("s", 2.0),
-        "gpipe": ("^", 2.0),
-        "scpl": ("D", 4.0),
-        "scpl-gpipe": ("v", 1.5),
-    }
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for s in scheds:
-        rs = [r for r in rows if r["schedule"] == s]
-        label = names.get(s, s)
-        if s in ("gpipe", "scpl-gpipe"):
-            label += f" (m={rs[0]['micro_batches']})"
-        ax.plot(
-            [r["batch_size"] for r in rs],
-            [r["projected_K_s"] for r in rs],
-            "-" + style.get(s, ("o", 2.0))[0],
-            color=colors.get(s),
-            label=label if s == "sequential" else f"{label}, K={opts.stages} projected",
-            lw=style.get(s, ("o", 2.0))[1],
-            alpha=0.55 if style.get(s, ("o", 2.0))[1] > 3 else 1.0,
-            ms=6,
-        )
-    one = "measured" if opts.emulate == "measured" else "FLOP model"
-    for meth in dict.fromkeys(r["method"] for r in rows):
-        rs = [r for r in rows if r["method"] == meth]
-        seen: dict[int, float] = {}
-        for r in rs:
-            seen.setdefault(r["batch_size"], r["measured_one_device_s"])
-        color = "#333333" if meth == "bp" else colors.get("scpl")
-        ax.plot(
-            list(seen),
-            list(seen.values()),
-            "--",
-            color=color,
-            lw=1.3,
-            alpha=0.8,
-            label=f"{meth.upper() if meth in ('bp', 'scpl') else meth}, 1 device ({one})",
-        )
-    ax.set_xscale("log", base=2)
-    sizes = sorted({r["batch_size"] for r in rows})
-    ax.set_xticks(sizes)
-    ax.set_xticklabels([str(n) for n in sizes])
-    ax.set_ylim(bottom=0)
     xlabel = "batch size N" + (" (two-view: 2N inputs per step)" if setup.views == 2 else "")
     big = sorted({r["batch_size"] for r in rows if r["timed_inputs"] < r["inputs_per_step"]})
     if big:
         xlabel += (
             f"; N >= {big[0]}: costs extrapolated from a {opts.max_inputs}-input step (memory)"
         )
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("seconds per epoch")
-    ax.grid(True, alpha=0.3)
     what = (
         "CPU-measured op costs, simulated K devices"
         if opts.emulate == "measured" and opts.device.startswith("cpu")
@@ -593,15 +370,16 @@ def write_png(rows: list[dict], path: Path, opts: EpochTimeOptions, setup: Setup
         if opts.emulate == "measured"
         else f"FLOP-proportional op costs ({opts.tflops:g} TFLOP/s), simulated K devices"
     )
-    ax.set_title(
-        f"Training time per epoch: {opts.model} on {opts.dataset}, K={opts.stages}, "
+    epoch_time_plot(
+        rows,
+        path,
+        stages=opts.stages,
+        method=opts.method,
+        one_device="measured" if opts.emulate == "measured" else "FLOP model",
+        title=f"Training time per epoch: {opts.model} on {opts.dataset}, K={opts.stages}, "
         f"width {opts.width:g}\n{what}",
-        fontsize=10,
+        xlabel=xlabel,
     )
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def epoch_time(
@@ -610,6 +388,8 @@ def epoch_time(
     """Run the sweep, write epoch_time.csv/.md/.png under the output dir, print the tables.
     ``costs_for`` replaces the measurement (tests: given op costs)."""
     import torch
+
+    from scpl.report.tables import write_csv
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     setup = resolve(opts)
@@ -622,12 +402,23 @@ def epoch_time(
         )
     given = costs_for is not None
     if costs_for is None:
-        costs_for = default_costs_for(opts, setup, sweep_pairs(opts, setup), log)
+        source = cost_source(opts, setup)
+        if opts.emulate == "measured":
+            pairs = sweep_pairs(opts, setup)
+            log(
+                f"epoch-time: timing {len(pairs)} (inputs, method) pairs on {opts.device}: "
+                f"{opts.warmup} warm-up + {opts.rounds} round(s) each, round-robin"
+            )
+            source.time_round_robin(opts.stages, pairs, opts.rounds, opts.warmup, log)
+
+        def costs_for(inputs: int, method: str) -> Costs:
+            return source.costs(opts.stages, method, inputs)
+
     rows = epoch_rows(opts, setup, costs_for, log)
     seconds = time.perf_counter() - t0
     out = setup.out
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "epoch_time.csv")
+    write_csv(rows, out / "epoch_time.csv", CSV_COLUMNS)
     write_png(rows, out / "epoch_time.png", opts, setup)
     tables = format_tables(rows, opts)
     what = (
@@ -696,4 +487,4 @@ def epoch_time(
     return rows
 
 
-__all__ = ["EpochTimeOptions", "TRAIN_SIZES", "epoch_time", "project_epoch", "epoch_rows"]
+__all__ = ["EpochTimeOptions", "TRAIN_SIZES", "epoch_time", "epoch_rows"]

@@ -41,36 +41,30 @@ class ProfileOptions:
     model_kwargs: dict = field(default_factory=dict)  # e.g. vocab_size for text models
 
 
-def _resolve_schedule(name: str, method: str) -> tuple[str, str]:
-    """(schedule, method): 'auto' follows the method; nmp/gpipe run BP, scpl/scpl-gpipe run
-    ``method`` if it has local losses (else scpl)."""
-    from scpl.parallel import SCHEDULES
+def resolve(name: str, method: str) -> tuple[str, str]:
+    """(schedule, method): 'auto' is the registry's choice for the method; a schedule that does
+    not take the method runs the one it does (BP on nmp/gpipe, scpl on scpl/scpl-gpipe)."""
+    from scpl.methods import METHODS
+    from scpl.parallel import resolve_schedule
+    from scpl.perf.harness import method_for
 
-    local = _is_local(method)
     if name == "auto":
-        name = "scpl" if local else "nmp"
-    sched = SCHEDULES.get(name)
-    if sched.local is False:
-        return name, "bp"
-    if sched.local is True and not local:
-        return name, "scpl"
-    return name, method
+        meth = METHODS.get(method)
+        name = resolve_schedule("auto", meth.local, method, 1).name
+    return name, method_for(name, method)
 
 
 def profile(opts: ProfileOptions, log=print) -> dict:
     """Run (or simulate) each schedule, write the figures; returns paths and summary rows."""
-    from scpl.perf.emulate import (
-        WORK_OPS,
-        flop_op_costs,
-        measure_op_costs,
-        parse_emulate,
-        per_micro,
-        scale_costs,
-        stage_totals,
-    )
+    from scpl.methods import METHODS
+    from scpl.parallel import SCHEDULES
+    from scpl.perf.costs import CostSource
+    from scpl.perf.emulate import per_micro
+    from scpl.perf.harness import Proxy, run_emulated
+    from scpl.perf.measure import Workload
     from scpl.perf.simulate import SimResult, compare, simulate
+    from scpl.report.tables import format_table
     from scpl.report.timeline import write_gantt, write_trace
-    from scpl.studies.bench import Proxy, format_table, run_emulated
 
     K = opts.stages
     if K < 1 or opts.steps < 1:
@@ -89,52 +83,36 @@ def profile(opts: ProfileOptions, log=print) -> dict:
     )
     if measured:
         proxy = Proxy(batch_size=opts.batch_size if opts.batch_size <= 64 else 16)
+    shape = tuple(opts.input_shape)
+    workload = Workload(
+        opts.model,
+        opts.width,
+        shape,
+        opts.batch_size,
+        model_kwargs=dict(opts.model_kwargs),
+        device=opts.device,
+    )
+    # Measured costs: each method scaled by its own slowest stage (a spec is taken as given).
+    costs_of = CostSource(opts.emulate, workload, slowest_ms=opts.scale_ms, scale_by=None)
     panels, rows, costs_by = [], [], {}
     for sched_name in opts.schedules:
-        schedule, method = _resolve_schedule(sched_name, opts.method)
-        micro = schedule in ("scpl-gpipe", "gpipe")
+        schedule, method = resolve(sched_name, opts.method)
+        micro = SCHEDULES.get(schedule).micro_batches and schedule != "sequential"
         m = (opts.micro_batches or K) if micro else 1
         if proxy.batch_size % m:
             raise ConfigError(
                 f"--micro-batches {m} does not divide --batch-size {proxy.batch_size}; choose a "
                 "divisor"
             )
-        if source == "flops":
-            costs = flop_op_costs(
-                opts.model,
-                method,
-                K,
-                opts.width,
-                tuple(opts.input_shape),
-                batch_size=opts.batch_size,
-                model_kwargs=opts.model_kwargs,
-            )
-            if opts.scale_ms > 0:
-                costs = scale_costs(costs, opts.scale_ms * 1e-3 / max(stage_totals(costs, K)))
-        elif measured:
+        if source == "measured":
             log(
-                f"profile: measuring {opts.model} w={opts.width} {tuple(opts.input_shape)} batch "
+                f"profile: measuring {opts.model} w={opts.width} {shape} batch "
                 f"{opts.batch_size} ({method}, K={K}) op times on {opts.device}"
             )
-            costs = measure_op_costs(
-                opts.model,
-                method,
-                K,
-                opts.width,
-                tuple(opts.input_shape),
-                batch_size=opts.batch_size,
-                device=opts.device,
-                model_kwargs=opts.model_kwargs,
-            )
-            # Work ops only: one-device transfers are in-process hand-offs, not link costs.
-            costs = {s: {k: v for k, v in d.items() if k in WORK_OPS} for s, d in costs.items()}
-            if opts.scale_ms > 0:
-                costs = scale_costs(costs, opts.scale_ms * 1e-3 / max(stage_totals(costs, K)))
-        else:
-            costs = parse_emulate(opts.emulate, K)
+        costs = costs_of.costs(K, method)
         emulate = per_micro(costs, m)
         costs_by[schedule] = emulate
-        local = _is_local(method)
+        local = METHODS.get(method).local
         if opts.simulate:
             if not emulate:
                 raise ConfigError("--simulate needs op durations: give --emulate SPEC or measured")
@@ -211,9 +189,3 @@ def profile(opts: ProfileOptions, log=print) -> dict:
     for k, v in paths.items():
         log(f"profile: {k} -> {v}")
     return {"paths": paths, "rows": rows}
-
-
-def _is_local(method: str) -> bool:
-    from scpl.methods import METHODS
-
-    return METHODS.get(method).local
