@@ -341,3 +341,91 @@ def test_params_out_writes_markdown_and_csv(tmp_path, capsys):
     assert {r["method"] for r in rows} == set(METHODS.names())
     assert all(int(r["training"]) == int(r["effective"]) + int(r["affiliated"]) for r in rows)
     assert "| convnet | scpl |" in (tmp_path / "params.md").read_text()
+
+
+def test_version(capsys):
+    import scpl
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"scpl {scpl.__version__}"
+
+
+def test_train_help_groups_and_shows_the_default_recipe(capsys):
+    from dataclasses import fields
+
+    from scpl.training.config import CONFIG_GROUPS
+    from scpl.training.recipes import RECIPES
+
+    grouped = [name for names in CONFIG_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(f.name for f in fields(TrainConfig)), "one group per field"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    titles = [line[:-1] for line in out.splitlines() if line.endswith(":") and " " not in line]
+    assert [t for t in titles if t in CONFIG_GROUPS] == list(CONFIG_GROUPS)
+    section = out.split("\noptimisation:\n")[1].split("\n\n")[0]
+    assert "--epochs" in section and "--lr " in section
+    # A plain `scpl train` runs the "default" recipe: its values are the defaults shown.
+    assert RECIPES["default"]["epochs"] != TrainConfig.epochs
+    flat = " ".join(out.split())
+    assert f"Training epochs. [default: {RECIPES['default']['epochs']}]" in flat
+    assert f"[default: {RECIPES['default']['width']}]" in flat
+
+
+def write_summary(d: Path, test_acc: float, **config) -> Path:
+    d.mkdir(parents=True)
+    cfg = {**dict(model="convnet", method="scpl", dataset="digits", seed=0, out=str(d)), **config}
+    summary = dict(
+        test_acc=test_acc,
+        best_epoch=2,
+        best_val_acc=0.5,
+        samples_per_s=1234.56,
+        train_seconds=7.25,
+        recipe="smoke",
+        config=cfg,
+    )
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def test_report_tabulates_runs_markdown_and_csv(tmp_path, capsys):
+    import csv
+
+    a = write_summary(tmp_path / "runs" / "a", 0.91234, method="scpl")
+    b = write_summary(tmp_path / "runs" / "b", float("nan"), method="bp", seed=1)
+    assert main(["report", str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    # Results, then only the config fields that differ (out names the run dir: skipped).
+    assert header == [
+        "run",
+        "test_acc",
+        "best_epoch",
+        "best_val_acc",
+        "samples_per_s",
+        "train_s",
+        "method",
+        "seed",
+    ]
+    assert lines[2].startswith(f"| {a} | 0.9123 | 2 | 0.5000 | 1234.6 | 7.2 | scpl | 0 |")
+    assert "| nan |" in lines[3] and "| bp | 1 |" in lines[3]
+    # A folder of runs is searched; CSV keeps raw values.
+    out = tmp_path / "table.csv"
+    assert main(["report", str(tmp_path / "runs"), "--format", "csv", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert capsys.readouterr().out == out.read_text()
+    assert [r["run"] for r in rows] == [str(a), str(b)]
+    assert float(rows[0]["test_acc"]) == 0.91234 and rows[1]["method"] == "bp"
+
+
+def test_report_of_a_real_run_and_bad_dirs(tmp_path, capsys):
+    code, _, err = run_smoke(tmp_path / "r", capsys, "--max-steps", "2", "--log-every", "1")
+    assert code == 0, err
+    assert main(["report", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[2].startswith(f"| {tmp_path / 'r'} |")
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "no summary.json" in err[0]

@@ -188,21 +188,75 @@ def _parse_bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """Add one ``--field`` flag per dataclass field; unset flags stay None (recipe wins)."""
+# The --help section of every TrainConfig field (each field in exactly one group).
+CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "stages", "partition", "width", "glove", "embed_dim", "freeze_embeddings"),
+    "method": ("method", "head", "proj_dim", "temperature", "supcon_norm", "last_supcon"),
+    "data": (
+        "dataset",
+        "data_dir",
+        "download",
+        "vocab_size",
+        "max_len",
+        "text_column",
+        "label_column",
+        "augment",
+        "val_fraction",
+        "seed",
+    ),
+    "optimisation": (
+        "epochs",
+        "batch_size",
+        "eval_batch_size",
+        "lr",
+        "lr_min",
+        "lr_schedule",
+        "weight_decay",
+        "max_steps",
+    ),
+    "pipeline": (
+        "executor",
+        "schedule",
+        "micro_batches",
+        "queue_depth",
+        "device",
+        "devices",
+        "nproc",
+        "dist_timeout",
+        "threads",
+    ),
+    "output": ("out", "log_every", "test_every_epoch", "progress", "tensorboard"),
+    "reliability": ("nan_guard", "checkpoint_every", "resume", "smoke"),
+}
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type = TrainConfig,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    shown_defaults: dict | None = None,
+) -> None:
+    """Add one ``--field`` flag per dataclass field; unset flags stay None (recipe wins).
+
+    ``groups`` files the flags under titled --help sections; ``shown_defaults`` replaces the
+    dataclass defaults that --help shows (e.g. with a recipe's values)."""
     docs = field_docs(cls)
+    sections = {title: parser.add_argument_group(title) for title in groups or {}}
+    section = {name: sections[title] for title, names in (groups or {}).items() for name in names}
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        default = (shown_defaults or {}).get(f.name, default)
         help_ = f"{docs.get(f.name, '')} [default: {default}]"
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+        target = section.get(f.name, parser)
         if typ.startswith("bool"):
-            parser.add_argument(
+            target.add_argument(
                 flag, type=_parse_bool, nargs="?", const=True, default=None, help=help_
             )
         elif typ.startswith("int"):
-            parser.add_argument(flag, type=int, default=None, help=help_)
+            target.add_argument(flag, type=int, default=None, help=help_)
         elif typ.startswith("float"):
-            parser.add_argument(flag, type=float, default=None, help=help_)
+            target.add_argument(flag, type=float, default=None, help=help_)
         else:
-            parser.add_argument(flag, type=str, default=None, help=help_)
+            target.add_argument(flag, type=str, default=None, help=help_)

@@ -1,0 +1,214 @@
+"""The `scpl` command line: argparse only. Each subcommand parses its flags and calls the module
+that does the work (training/, studies/, perf/, report/); the study commands (bench, profile,
+epoch-time) are in :mod:`scpl.cli.studies`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scpl.cli.args import ints, options_from
+from scpl.cli.studies import add_study_commands
+from scpl.errors import ScplError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except ScplError as e:
+        if args.debug:
+            raise
+        print(f"scpl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scpl: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from scpl import __version__
+    from scpl.report.params import ParamsOptions
+    from scpl.report.perf import BalanceOptions
+    from scpl.training.config import CONFIG_GROUPS, TrainConfig, add_config_arguments
+    from scpl.training.recipes import RECIPES
+
+    parser = argparse.ArgumentParser(
+        prog="scpl", description="Decoupled local losses and pipeline model parallelism."
+    )
+    parser.add_argument("--version", action="version", version=f"scpl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser(
+        "train",
+        usage="scpl train [RECIPE] [--FIELD VALUE ...]",
+        help="train a model (a named recipe plus --field overrides)",
+        description="Train a model: a named recipe plus --field overrides. The defaults shown "
+        "are what a plain `scpl train` runs (the 'default' recipe over the config defaults); "
+        "another recipe sets its own values (see `scpl list`).",
+    )
+    p.add_argument("recipe", nargs="?", default="default", help="recipe name (see `scpl list`)")
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    add_config_arguments(p, TrainConfig, CONFIG_GROUPS, shown_defaults=RECIPES["default"])
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "report",
+        help="tabulate finished runs: accuracy, best epoch, samples/s, wall time, differing config",
+        description="One table of finished `scpl train` runs, read from each run's "
+        "summary.json: test accuracy, the epoch chosen on validation, validation accuracy, "
+        "samples/s, training wall seconds, and every config field that differs between them.",
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="a run's output dir (or a summary.json, or a dir searched for runs' summary.json)",
+    )
+    p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    p.add_argument("--out", default=None, help="also write the table to this file")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "experiment",
+        help="run rows x models x seeds; write mean ± std tables, parameters, seconds, curves",
+        description="Run every (model, row, seed) of a named experiment (or of one recipe), "
+        "select each run's epoch on validation, and write table.md/table.csv (accuracy mean ± "
+        "std with † where a row beats BP, training/inference parameters, train/test seconds "
+        "per epoch), curves.csv/curves.png (test accuracy per epoch) and runs.jsonl. "
+        "Finished runs are not repeated; identical runs of sibling experiments are reused.",
+    )
+    p.add_argument("name", help="experiment name or recipe (see `scpl list`)")
+    p.add_argument("--trials", type=int, default=3, help="seeds per (model, row) [3]")
+    p.add_argument("--out", default=None, help="output dir [docs/results/<name>]")
+    p.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    p.add_argument("--models", default=None, help="comma-separated subset of models")
+    p.add_argument("--rows", default=None, help="comma-separated subset of row labels")
+    p.add_argument(
+        "--smoke", action="store_true", help="every run shrunk to a few steps (for testing)"
+    )
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="train every run even if a sibling experiment already ran the same settings",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field for every run (repeatable)",
+    )
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("list", help="list registered models, methods, datasets, executors, recipes")
+    p.add_argument("--recipes", action="store_true", help="list every recipe name")
+    p.set_defaults(func=cmd_list)
+
+    add_study_commands(sub)
+
+    p = sub.add_parser(
+        "balance", help="split a model into K stages minimising the slowest stage (--partition)"
+    )
+    add_config_arguments(p, BalanceOptions)
+    p.set_defaults(func=cmd_balance)
+
+    p = sub.add_parser("params", help="effective vs affiliated parameter counts per method")
+    add_config_arguments(p, ParamsOptions)
+    p.set_defaults(func=cmd_params)
+
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from scpl.report.catalogue import catalogue
+
+    print(catalogue(args.recipes))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from scpl.common import dist_env
+    from scpl.launch import launch_torchrun
+    from scpl.training.loop import train
+    from scpl.training.recipes import make_config
+
+    cfg = make_config(args.recipe, args)
+    if cfg.executor == "dist" and cfg.nproc and not dist_env().is_distributed:
+        return launch_torchrun(cfg.nproc)
+    s = train(cfg, recipe=args.recipe)
+    if dist_env().rank != 0:
+        return 0
+    print(
+        f"result recipe={args.recipe} model={cfg.model} method={cfg.method} dataset={cfg.dataset} "
+        f"test_acc={s['test_acc']:.4f} best_epoch={s['best_epoch']} val_acc={s['best_val_acc']:.4f} "
+        f"samples_per_s={s['samples_per_s']:.1f} train_s={s['train_seconds']:.1f} out={s['out_dir']}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scpl.report.runs import report_runs
+
+    text = report_runs(args.runs, args.format)
+    print(text, end="")
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from scpl.report.params import ParamsOptions, parameter_rows, params_markdown, write_params
+
+    opts = options_from(ParamsOptions, args)
+    title, rows = parameter_rows(opts)
+    print(params_markdown(title, rows))
+    if opts.out:
+        print(f"wrote {write_params(opts.out, title, rows)}/params.md, params.csv")
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from scpl.report.perf import BalanceOptions, balance_report
+
+    opts = options_from(BalanceOptions, args)
+    print(balance_report(opts, ints(opts.input_shape, "--input-shape", "3,32,32")))
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scpl.studies.experiment import run_experiment
+    from scpl.training.recipes import parse_overrides
+
+    # Smoke runs are for checking that an experiment runs, not for the results folder.
+    out = Path(
+        args.out or (f"runs/smoke/{args.name}" if args.smoke else f"docs/results/{args.name}")
+    )
+    overrides = parse_overrides(args.set)
+    if args.smoke:
+        overrides["smoke"] = True
+    table = run_experiment(
+        args.name,
+        args.trials,
+        out,
+        overrides,
+        tuple(args.methods.split(",")) if args.methods else None,
+        tuple(args.models.split(",")) if args.models else None,
+        rows=tuple(args.rows.split(",")) if args.rows else None,
+        reuse=not args.no_reuse,
+    )
+    print((out / "table.md").read_text())
+    extra = ", curves.csv, curves.png" if (out / "curves.png").exists() else ""
+    print(f"wrote {out}/table.md, table.csv, runs.jsonl{extra} ({len(table['cells'])} cells)")
+    return 0

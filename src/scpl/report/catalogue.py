@@ -1,0 +1,40 @@
+"""`scpl list`: what is registered (models, methods, datasets, executors, schedules),
+the named experiments and the recipes."""
+
+from __future__ import annotations
+
+
+def catalogue(all_recipes: bool = False) -> str:
+    """Every registry's names with their one-line descriptions; paper recipes summarised
+    unless ``all_recipes``."""
+    from scpl.data import DATASETS
+    from scpl.methods import METHODS
+    from scpl.models import MODELS
+    from scpl.parallel import EXECUTORS, SCHEDULES
+    from scpl.studies.experiment import EXPERIMENTS
+    from scpl.training.recipes import RECIPES
+
+    lines: list[str] = []
+    for title, reg in (
+        ("models", MODELS),
+        ("methods", METHODS),
+        ("datasets", DATASETS),
+        ("executors", EXECUTORS),
+        ("schedules", SCHEDULES),
+    ):
+        lines.append(f"{title}:")
+        lines += [f"  {name:16s} {reg.describe(name)}" for name in reg.names()]
+    lines.append("experiments:")
+    for name, e in EXPERIMENTS.items():
+        lines.append(f"  {name:20s} {'/'.join(e.models)} x {'/'.join(e.rows)} (recipe {e.recipe})")
+    lines.append("recipes:")
+    paper = [r for r in RECIPES if r.startswith("paper-")]
+    lines += [f"  {r}" for r in sorted(set(RECIPES) - set(paper))]
+    if all_recipes:
+        lines += [f"  {r}" for r in sorted(paper)]
+    else:
+        lines.append(
+            f"  paper-<dataset>-<model>-<method>  ({len(paper)} recipes, e.g. {paper[0]}; "
+            "--recipes lists all)"
+        )
+    return "\n".join(lines)
