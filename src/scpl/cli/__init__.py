@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from scpl.report.catalogue import catalogue
+    from scpl.studies.experiment import EXPERIMENTS
 
-    print(catalogue(args.recipes))
+    print(catalogue(EXPERIMENTS, args.recipes))
     return 0
 
 
@@ -140,14 +141,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from scpl.training.loop import train
     from scpl.training.recipes import make_config
 
-    cfg = make_config(args.recipe, args)
+    if args.resume:  # the run's own settings, from its checkpoint (+ resume-safe flags)
+        from scpl.training.loop import resume_config
+
+        cfg, recipe = resume_config(args.resume, vars(args))
+    else:
+        cfg, recipe = make_config(args.recipe, args), args.recipe
     if cfg.executor == "dist" and cfg.nproc and not dist_env().is_distributed:
-        return launch_torchrun(cfg.nproc)
-    s = train(cfg, recipe=args.recipe)
+        return launch_torchrun(cfg.nproc, cfg, recipe)
+    s = train(cfg, recipe=recipe)
     if dist_env().rank != 0:
         return 0
     print(
-        f"result recipe={args.recipe} model={cfg.model} method={cfg.method} dataset={cfg.dataset} "
+        f"result recipe={recipe} model={cfg.model} method={cfg.method} dataset={cfg.dataset} "
         f"test_acc={s['test_acc']:.4f} best_epoch={s['best_epoch']} val_acc={s['best_val_acc']:.4f} "
         f"samples_per_s={s['samples_per_s']:.1f} train_s={s['train_seconds']:.1f} out={s['out_dir']}"
     )
@@ -178,10 +184,30 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
-    from scpl.report.perf import BalanceOptions, balance_report
+    import torch
+
+    from scpl.errors import ConfigError
+    from scpl.models import build_model
+    from scpl.perf.balance import AUTO_BY, balance_text, partition_min_max, unit_costs
+    from scpl.report.perf import BalanceOptions, balance_table
 
     opts = options_from(BalanceOptions, args)
-    print(balance_report(opts, ints(opts.input_shape, "--input-shape", "3,32,32")))
+    if opts.by not in (*AUTO_BY, "params"):
+        raise ConfigError(f"--by {opts.by!r}: choose {', '.join(AUTO_BY)} or params")
+    shape = ints(opts.input_shape, "--input-shape", "3,32,32")
+    torch.set_num_threads(1)
+    common = dict(width=opts.width, method=opts.method, batch_size=opts.batch_size)
+    common.update(steps=opts.steps, device=opts.device)
+    if opts.by in AUTO_BY:
+        print(
+            balance_text(
+                opts.model, opts.stages, opts.by, head=opts.head, input_shape=shape, **common
+            )
+        )
+        return 0
+    costs = unit_costs(opts.model, opts.by, shape, **common)
+    default = build_model(opts.model, shape, 10, opts.stages, opts.width).partition
+    print(balance_table(opts, costs, default, partition_min_max(costs, opts.stages)))
     return 0
 
 

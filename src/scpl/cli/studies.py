@@ -109,10 +109,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if getattr(args, "soak", 0):
-        from scpl.report.perf import soak_report
-
-        soak_report(args.soak)
-        return 0
+        return cmd_soak(args.soak)
     from scpl.common import resolve_device
     from scpl.perf.measure import step_ratio
     from scpl.report.tables import print_table
@@ -180,6 +177,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     opts = BenchOptions.quick(**kw) if args.quick else BenchOptions(**kw)
     run_bench(opts)
+    return 0
+
+
+def cmd_soak(steps: int) -> int:
+    """Resident memory over ``steps`` small training steps, for each single-process executor."""
+    from scpl.perf.soak import soak
+    from scpl.report.perf import SOAK_HEADER, soak_row
+
+    print(f"# soak: resident memory over {steps} steps (4-stage SCPL convnet, batch 16)")
+    print("\n".join(SOAK_HEADER))
+    for executor in ("sequential", "local"):
+        print(soak_row(executor, steps, soak(executor, steps)))
     return 0
 
 

@@ -4,14 +4,13 @@ the named experiments and the recipes."""
 from __future__ import annotations
 
 
-def catalogue(all_recipes: bool = False) -> str:
-    """Every registry's names with their one-line descriptions; paper recipes summarised
-    unless ``all_recipes``."""
+def catalogue(experiments: dict | None = None, all_recipes: bool = False) -> str:
+    """Every registry's names with their one-line descriptions, the named ``experiments``
+    (name -> Experiment) and the recipes; paper recipes summarised unless ``all_recipes``."""
     from scpl.data import DATASETS
     from scpl.methods import METHODS
     from scpl.models import MODELS
     from scpl.parallel import EXECUTORS, SCHEDULES
-    from scpl.studies.experiment import EXPERIMENTS
     from scpl.training.recipes import RECIPES
 
     lines: list[str] = []
@@ -25,7 +24,7 @@ def catalogue(all_recipes: bool = False) -> str:
         lines.append(f"{title}:")
         lines += [f"  {name:16s} {reg.describe(name)}" for name in reg.names()]
     lines.append("experiments:")
-    for name, e in EXPERIMENTS.items():
+    for name, e in (experiments or {}).items():
         lines.append(f"  {name:20s} {'/'.join(e.models)} x {'/'.join(e.rows)} (recipe {e.recipe})")
     lines.append("recipes:")
     paper = [r for r in RECIPES if r.startswith("paper-")]
