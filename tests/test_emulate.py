@@ -89,3 +89,38 @@ def test_cli_bad_spec_exits_2_with_one_line(capsys):
     assert main(["profile", "--emulate", "F=10", "--stages", "2", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("scpl: error: --emulate") and "\n" not in err
+
+
+def _close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for s in a:
+        assert a[s] == pytest.approx(b[s])
+
+
+def test_cost_source_spec_flops_scaling_and_extrapolation():
+    from scpl.perf.costs import CostSource
+    from scpl.perf.emulate import scale_costs, stage_totals
+    from scpl.perf.measure import Workload
+
+    spec = CostSource("F=10ms,B=20ms", transfer="send_act=1ms")
+    assert spec.costs(2, "bp") == {s: {"F": 0.01, "B": 0.02, "send_act": 0.001} for s in range(2)}
+    w = Workload("convnet", 0.125, (1, 8, 8), 8, "linear", 16)
+    scaled = CostSource("flops", w, slowest_ms=10.0)
+    assert max(stage_totals(scaled.costs(2, "scpl"), 2)) == pytest.approx(0.01)
+    raw = CostSource("flops", w)
+    factor = 0.01 / max(stage_totals(raw.costs(2, "scpl"), 2))
+    bp = scaled.costs(2, "bp")  # scaled by SCPL's factor, so the two stay comparable
+    _close(bp, scale_costs(raw.costs(2, "bp"), factor))
+    capped = CostSource("flops", w, max_batch=8)
+    big = capped.costs(2, "scpl", 16)
+    _close(big, scale_costs(raw.costs(2, "scpl", 8), 2.0, ("F", "L", "B")))
+
+
+def test_which_method_a_schedule_runs():
+    from scpl.perf.harness import method_for
+    from scpl.studies.profile import resolve
+
+    assert method_for("nmp") == "bp" and method_for("gpipe", "early-exit") == "bp"
+    assert method_for("scpl", "bp") == "scpl" and method_for("scpl-gpipe", "al") == "al"
+    assert method_for("sequential", "bp") == "bp"
+    assert resolve("auto", "bp") == ("nmp", "bp") and resolve("auto", "al") == ("scpl", "al")
