@@ -1,4 +1,5 @@
-"""Vision models from the SCPL appendix (A.1): vanilla ConvNet, VGG, ResNet-18.
+"""Vision models from the SCPL appendix (A.1): VGG, ResNet-18 and a plain conv stack
+(the paper's vanilla ConvNet is ``vanilla-convnet`` in paper_nets.py).
 
 Each builder returns a StagedModel whose default partition is the paper's split at K=4.
 Input-shape adaptation: pooling/striding stops shrinking a feature map once it is 1x1, so
@@ -84,8 +85,9 @@ def vgg(
 
 
 class BasicBlock(nn.Module):
-    """ResNet BasicBlock as in the appendix: conv-BN-LeakyReLU-conv-BN + projected shortcut,
-    then LeakyReLU. The shortcut is always a 1x1 conv + BN ("a fully connected transformation")."""
+    """ResNet BasicBlock as in the appendix: conv-BN-LeakyReLU-conv-BN + shortcut, then
+    LeakyReLU. As in the authors' code the shortcut is the identity unless the block changes
+    the map (stride or channels); then it is a 1x1 conv + BN."""
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
@@ -93,9 +95,11 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
         self.act = nn.LeakyReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +111,10 @@ class BasicBlock(nn.Module):
 RESNET_WIDTHS = (64, 128, 256, 512)
 
 
-@register_model("resnet18", help="ResNet-18 (stem + 8 BasicBlocks, LeakyReLU, projected shortcuts)")
+@register_model(
+    "resnet18",
+    help="ResNet-18 (stem + 8 BasicBlocks, LeakyReLU, identity shortcuts unless downsampling)",
+)
 def resnet18(
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -149,7 +156,9 @@ CONVNET_CHANNELS = (128, 256, 512)
 
 
 @register_model(
-    "convnet", help="vanilla ConvNet: one Conv-BN-ReLU(-MP) layer per stage (Alg. 2, generalised)"
+    "convnet",
+    help="alias of convnet-bn: one Conv-BN-ReLU-MP layer per stage (not the paper's "
+    "vanilla-convnet)",
 )
 def convnet(
     input_shape: tuple[int, ...],

@@ -21,7 +21,7 @@ from scpl.data.base import (
     download_file,
     register_dataset,
 )
-from scpl.errors import DataError
+from scpl.errors import ConfigError, DataError
 
 TINY_FOLDER = "tiny-imagenet-200"
 TINY_ZIP = "tiny-imagenet-200.zip"
@@ -164,7 +164,52 @@ def _tiny_download(dest: Path) -> None:
     download_file(TINY_URL, dest / TINY_ZIP, TINY_MD5)
 
 
-register_dataset(
+def downsample(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 images [N, C, H, W] -> [N, C, size, size] by area averaging (H, W multiples of
+    size), in chunks so 100k images never exist as floats at once."""
+    out = torch.empty(x.shape[0], x.shape[1], size, size, dtype=torch.uint8)
+    for i in range(0, x.shape[0], chunk):
+        xf = torch.nn.functional.interpolate(x[i : i + chunk].float(), (size, size), mode="area")
+        out[i : i + chunk] = xf.round().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _tiny_at(params: str) -> DatasetSpec:
+    """``tiny-imagenet:32``: the same files, images downsampled to 32x32 (as the SCPL authors
+    train on Tiny ImageNet)."""
+    try:
+        size = int(params)
+    except ValueError:
+        size = 0
+    if size < 1 or TINY_SIZE % size:
+        raise ConfigError(
+            f"tiny-imagenet:{params}: give an image size that divides {TINY_SIZE}, e.g. "
+            "tiny-imagenet:32"
+        )
+
+    def load(root: Path | None, options: LoadOptions) -> RawData:
+        raw = _tiny_load(root, options)
+        if size == TINY_SIZE:
+            return raw
+        return RawData(
+            downsample(raw.train_x, size),
+            raw.train_y,
+            downsample(raw.test_x, size),
+            raw.test_y,
+            raw.num_classes,
+        )
+
+    return DatasetSpec(
+        name=TINY_SPEC.name,
+        load=load,
+        present=_tiny_present,
+        download=_tiny_download,
+        input_shape=(3, size, size),
+        num_classes=TINY_SPEC.num_classes,
+    )
+
+
+TINY_SPEC = register_dataset(
     DatasetSpec(
         name="tiny-imagenet",
         load=_tiny_load,
@@ -172,6 +217,8 @@ register_dataset(
         download=_tiny_download,
         input_shape=(3, TINY_SIZE, TINY_SIZE),
         num_classes=200,  # the real set; a trimmed wnids.txt gives fewer at load time
+        with_params=_tiny_at,
     ),
-    help="Tiny ImageNet: 100k train / 10k val (used as test) 3x64x64 images, 200 classes",
+    help="Tiny ImageNet: 100k train / 10k val (used as test) 3x64x64 images, 200 classes; "
+    "tiny-imagenet:32 downsamples to 32x32",
 )
