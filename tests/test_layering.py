@@ -15,10 +15,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = (
-    ("base", {"errors", "registry", "atomic", "common", "provenance", "launch"}),
+    ("base", {"errors", "registry", "atomic", "common", "provenance"}),
     ("core", {"models", "methods", "parallel", "data"}),
     ("api", {"api"}),
-    ("training/perf", {"training", "perf"}),
+    ("training/perf", {"training", "perf", "launch"}),  # launch: torchrun runs of training
     ("report", {"report"}),
     ("studies", {"studies"}),
     ("entry points", {"cli", "__init__", "__main__"}),
