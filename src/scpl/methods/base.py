@@ -39,7 +39,30 @@ class MethodConfig:
     supcon_norm: str = "paper"
     """SupCon normalisation: 'paper' (Eq. 2, divide by |P(i)|) or 'reference' (|P(i)|+1)."""
     last_supcon: bool = True
-    """SCPL: the last stage adds its own SupCon term to the cross-entropy (the global loss sums them)."""
+    """SCPL: the last stage adds its own SupCon term to the cross-entropy (the global loss sums
+    them). False is ``last_stage="ce"``."""
+    last_stage: str = "ce+supcon"
+    """SCPL's last stage: ce+supcon (cross-entropy and SupCon both train the stage body, the
+    Delog-SCL text), ce (cross-entropy only) or detached (SupCon trains the body, the classifier
+    learns on detached features: the authors' code)."""
+
+    def resolved_last_stage(self) -> str:
+        """``last_stage`` with ``last_supcon=False`` mapped onto it (ConfigError on a conflict)."""
+        if self.last_stage not in LAST_STAGES:
+            raise ConfigError(
+                f"unknown --last-stage {self.last_stage!r}; choose one of: {', '.join(LAST_STAGES)}"
+            )
+        if self.last_supcon:
+            return self.last_stage
+        if self.last_stage == "detached":
+            raise ConfigError(
+                "--last-stage detached trains the last stage by SupCon, but --last-supcon false "
+                "removes it; drop --last-supcon (use --last-stage ce for cross-entropy only)"
+            )
+        return "ce"
+
+
+LAST_STAGES = ("ce+supcon", "ce", "detached")
 
 
 def make_head(

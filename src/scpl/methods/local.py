@@ -31,11 +31,19 @@ class BP(Method):
         return nn.ModuleList(BPUnit(i, model, detach_input=False) for i in range(model.num_stages))
 
 
+def _detached(out):
+    """A stage output (tensor, or tuple such as (h, lengths)) cut from its graph."""
+    if isinstance(out, tuple):
+        return tuple(t.detach() if torch.is_tensor(t) else t for t in out)
+    return out.detach()
+
+
 class SCPLUnit(StageUnit):
     def __init__(self, index: int, model: StagedModel, cfg: MethodConfig) -> None:
         super().__init__(index, model, detach_input=True)
         self.cfg = cfg
-        if not self.is_last or cfg.last_supcon:
+        self.last_stage = cfg.resolved_last_stage()
+        if not self.is_last or self.last_stage != "ce":
             self.aux["head"] = make_head(
                 cfg.head, self.feature_dim, cfg.proj_dim, shape=self.out_shape
             )
@@ -46,7 +54,9 @@ class SCPLUnit(StageUnit):
             z = self.aux["head"](self.features(out))
             terms["supcon"] = supcon_loss(z, y, self.cfg.temperature, self.cfg.supcon_norm)
         if self.is_last:
-            terms["ce"] = F.cross_entropy(self.predict(out), y)
+            # detached: the classifier learns on the stage's output, the body only from SupCon.
+            feats = _detached(out) if self.last_stage == "detached" else out
+            terms["ce"] = F.cross_entropy(self.predict(feats), y)
         return sum(terms.values()), terms
 
 
@@ -66,6 +76,7 @@ class SCPL(Method):
             )
         if self.cfg.temperature <= 0:
             raise ConfigError(f"--temperature {self.cfg.temperature} must be > 0, e.g. 0.1")
+        self.cfg.resolved_last_stage()  # an unknown or conflicting --last-stage fails here
 
     @property
     def uses_supcon(self) -> bool:
