@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import torch
 
+import scpl
 from scpl.methods import MethodConfig, build_method
 from scpl.models import build_model
-from scpl.parallel import EXECUTORS, ExecutorOptions, OptimConfig
+from scpl.parallel import OptimConfig
+
+PARITY_OPTIM = dict(lr=1e-2, total_steps=10)
+
+
+def make_model(model="convnet", stages=4, seed=0, input_shape=(1, 8, 8), width=0.125, **kw):
+    """The parity model, seeded (a method's heads draw from the same RNG stream next)."""
+    torch.manual_seed(seed)
+    return build_model(model, input_shape, 10, stages, width, **kw)
 
 
 def make_units(
@@ -19,10 +28,54 @@ def make_units(
     head="mlp",
     **kw,
 ):
-    torch.manual_seed(seed)
-    m = build_model(model, input_shape, 10, stages, width, **kw)
+    m = make_model(model, stages, seed, input_shape, width, **kw)
     meth = build_method(method, MethodConfig(head=head, proj_dim=32))
     return meth.attach(m), meth
+
+
+def make_pipeline(
+    executor="sequential",
+    schedule="sequential",
+    model="convnet",
+    method="scpl",
+    stages=4,
+    num_micro=1,
+    input_shape=(1, 8, 8),
+    emulate=None,
+    record=False,
+    devices="cpu",
+    precision="fp32",
+    nan_guard="interval",
+    optim=None,
+    **kw,
+):
+    """A pipeline over the parity model, built through scpl.pipeline()."""
+    m = make_model(model, stages, input_shape=input_shape, **kw)
+    return scpl.pipeline(
+        m,
+        method,
+        devices=devices,
+        optimizer=optim or OptimConfig(**PARITY_OPTIM),
+        schedule=schedule,
+        micro_batches=num_micro,
+        executor=executor,
+        emulate=emulate,
+        record=record,
+        precision=precision,
+        nan_guard=nan_guard,
+        head="mlp",
+        proj_dim=32,
+    )
+
+
+def text_kwargs(model, kw):
+    """Small text-model settings for parity runs (no dropout: bitwise comparisons)."""
+    base = (
+        dict(vocab_size=50, embed_dim=24, dropout=0.0)
+        if model == "transformer"
+        else dict(vocab_size=50, embed_dim=24)
+    )
+    return dict(base, **kw)
 
 
 TEXT_MODELS = ("lstm", "transformer")
@@ -60,38 +113,35 @@ def run_executor(
     input_shape=(1, 8, 8),
     emulate=None,
     record=False,
+    per_step=False,
     **kw,
 ):
     text = model in TEXT_MODELS
     if text:
         input_shape = (12,)
-        kw = dict(
-            dict(vocab_size=50, embed_dim=24, dropout=0.0)
-            if model == "transformer"
-            else dict(vocab_size=50, embed_dim=24),
-            **kw,
-        )
-    units, meth = make_units(model, method, stages, input_shape=input_shape, **kw)
-    ex = EXECUTORS.get(executor)(
-        units,
-        meth.local,
-        OptimConfig(lr=1e-2, total_steps=10),
-        [torch.device("cpu")],
-        ExecutorOptions(schedule=schedule, num_micro=num_micro, emulate=emulate, record=record),
-        method,
+        kw = text_kwargs(model, kw)
+    pipe = make_pipeline(
+        executor, schedule, model, method, stages, num_micro, input_shape, emulate, record, **kw
     )
+    ex = pipe.executor
     if executor == "dist":
         ex.barrier(120.0)  # ranks start at different times on a loaded machine: align them
+    losses = []
     try:
         for x, y in make_batches(steps, batch, input_shape, text=text):
-            ex.submit(x, y)
-        ex.flush()
-        states = [{k: v.clone() for k, v in st.items()} for st in ex.unit_states()]
-        metrics = ex.collect()
-        ex.train(False)
-        correct, total = ex.evaluate(make_batches(1, batch, input_shape, seed=7, text=text))
+            pipe.step(x, y)
+            if per_step:
+                pipe.flush()
+                losses.append(pipe.metrics())
+        pipe.flush()
+        states = [{k: v.clone() for k, v in st.items()} for st in pipe.unit_states()]
+        metrics = pipe.metrics()
+        acc = pipe.evaluate(make_batches(1, batch, input_shape, seed=7, text=text))
+        correct, total = round(acc * batch), batch
     finally:
-        ex.close()
+        pipe.close()
+    if per_step:
+        ex.step_metrics = losses
     return states, metrics, (correct, total), ex
 
 

@@ -31,7 +31,7 @@ from scpl.parallel import (
     StageOptim,
     resolve_schedule,
 )
-from scpl.parallel.base import OptimizerFactory, SchedulerFactory
+from scpl.parallel.base import NAN_GUARDS, OptimizerFactory, SchedulerFactory
 
 DeviceSpec = str | torch.device
 
@@ -281,6 +281,7 @@ def pipeline(
     nan_guard: str = "off",
     emulate: dict | None = None,
     record: bool = False,
+    precision: str = "fp32",
     **method_options,
 ) -> Pipeline:
     """Put ``model`` under a learning ``method`` on ``devices`` and return a :class:`Pipeline`.
@@ -299,7 +300,11 @@ def pipeline(
             a time: the reference) or ``"dist"`` (a process per stage, under torchrun).
         method_config / method_options: method settings, e.g. ``head="linear"``,
             ``temperature=0.1`` (fields of :class:`MethodConfig`).
-        nan_guard: ``"off"``, ``"stop"`` (raise naming stage and term) or ``"skip"`` the update.
+        nan_guard: ``"off"``; ``"interval"`` (a device-side flag read whenever metrics are, so no
+            per-step sync; raises naming stage, step and term); ``"stop"`` (the same check
+            before every update: one host sync per stage per step) or ``"skip"`` the update.
+        precision: ``"fp32"``, ``"bf16"`` (autocast per stage) or ``"fp16"`` (autocast and a
+            GradScaler per stage; local-loss methods only).
     """
     if not isinstance(model, StagedModel):
         raise ConfigError(
@@ -326,12 +331,14 @@ def pipeline(
         raise ConfigError(
             f"method {meth.name!r} needs the number of classes; pass num_classes= to StagedModel"
         )
-    if nan_guard not in ("off", "stop", "skip"):
-        raise ConfigError(f"nan_guard={nan_guard!r}: choose 'off', 'stop' or 'skip'")
+    if nan_guard not in NAN_GUARDS:
+        raise ConfigError(f"nan_guard={nan_guard!r}: choose one of {', '.join(NAN_GUARDS)}")
     if queue_depth < 1:
         raise ConfigError(f"queue_depth={queue_depth} must be >= 1")
     devs = _devices(devices, model.num_stages)
-    options = ExecutorOptions(schedule, micro_batches, queue_depth, emulate, record, nan_guard)
+    options = ExecutorOptions(
+        schedule, micro_batches, queue_depth, emulate, record, nan_guard, precision
+    )
     return Pipeline(model, meth, executor, devs, _stage_optim(optimizer, lr_scheduler), options)
 
 

@@ -3,9 +3,31 @@
 Started by ``torchrun --nproc-per-node K`` (or ``scpl train --executor dist --nproc K``, which
 re-launches itself under torchrun), so multi-host runs work unchanged. Rank r builds the
 model from the shared seed (so initial weights equal the single-process reference), keeps only
-stage r and frees the rest. Activations and labels move forward, gradients backward, by
-point-to-point isend/irecv; the receive of the next message header is posted as soon as the
-current one arrives (double buffering), and at most ``queue_depth`` sends per link are in flight.
+stage r and frees the rest.
+
+Messages never rely on tags (NCCL ignores them). Four process groups, each carrying one kind
+of message, in one direction per pair of ranks, in an order both ends derive from the schedule:
+
+* ``host`` (gloo, CPU tensors): a fixed-size header before every activation (kind, batch,
+  micro-batch, and each tensor's dtype/layout/shape), host-side metadata such as a text batch's
+  lengths. Headers are host tensors, so describing a message never syncs a device.
+* ``token`` (gloo): the tokens that serialise non-concurrent schedules. They have a group of
+  their own because a token and an activation between the same two ranks are sent in one
+  order and needed by the receiver in the other.
+* ``fwd`` (the default backend): activation and label payloads, rank r -> r+1 (and AL's
+  inference exports to the last rank before an evaluation).
+* ``bwd`` (the default backend): gradients, rank r+1 -> r.
+
+One communicator per direction means a send never waits behind a receive of the opposite
+direction on the same NCCL stream. Between two ranks, each group's messages in one direction
+are received in the order they were sent, which is all FIFO matching needs;
+``check_message_logs`` verifies exactly that on recorded runs (tests/test_dist_order.py).
+
+Receives are posted ahead: the next header's receive is always outstanding; when a header has
+arrived (polled between ops) the payload receives are posted at once; a BP stage posts its
+gradient receives as soon as the matching forward output exists. On NCCL a ``wait`` only makes
+the compute stream wait, so the host runs ahead; at most ``3 * queue_depth`` sends per link are
+tracked before the oldest is waited for.
 
 Non-concurrent schedules (``sequential``) are serialised with a token passed between ranks at
 every change of owner in the schedule's global order, so the dist reference runs one op at a time.
@@ -13,9 +35,11 @@ every change of owner in the schedule's global order, so the dist reference runs
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -29,16 +53,23 @@ from scpl.parallel.base import (
     OptimConfig,
     check_units,
 )
-from scpl.parallel.runner import Channel, Recorder, StageRunner, act_tensor, split_micro
+from scpl.parallel.runner import (
+    Channel,
+    Recorder,
+    StageRunner,
+    act_tensor,
+    is_host_side,
+    split_micro,
+)
 from scpl.parallel.schedules import Op, resolve_schedule
 
-TAG_HEADER, TAG_ACT, TAG_GRAD, TAG_TOKEN, TAG_EXPORT = 1, 2, 4, 5, 6
 KIND_TRAIN, KIND_EVAL, KIND_STOP = 0, 1, 2
-# Header: [kind, batch, micro-batch, number of tensors, then per tensor: dtype code, ndim,
-# up to MAX_DIMS sizes]. Activations may be tuples (text: (hidden, lengths)) of any shape, so
-# every message describes itself and batch size / sequence length may vary per batch.
-MAX_TENSORS, MAX_DIMS = 4, 5
-SLOT = 3 + MAX_DIMS  # dtype code, memory-format code, ndim, sizes
+# Header: [kind, batch, micro-batch, number of tensors, then per tensor: dtype code,
+# channels-last flag, host flag, ndim, up to MAX_DIMS sizes]. Activations may be tuples (text:
+# (hidden, lengths)) of any shape, so every message describes itself and batch size / sequence
+# length may vary per batch.
+MAX_TENSORS, MAX_DIMS = 5, 5
+SLOT = 4 + MAX_DIMS
 HEADER_LEN = 4 + MAX_TENSORS * SLOT
 
 
@@ -77,26 +108,82 @@ DTYPES = [
 ]
 
 
+@dataclass
+class Groups:
+    """The three process groups (see the module docstring)."""
+
+    host: object
+    fwd: object
+    bwd: object
+    token: object
+
+    @classmethod
+    def create(cls) -> Groups:
+        # Every rank builds its executor, so every rank makes these calls in the same order.
+        host = dist.new_group(backend="gloo")
+        fwd = dist.new_group()
+        bwd = dist.new_group()
+        token = dist.new_group(backend="gloo")
+        return cls(host, fwd, bwd, token)
+
+    def destroy(self) -> None:
+        for g in (self.host, self.fwd, self.bwd, self.token):
+            try:
+                dist.destroy_process_group(g)
+            except (RuntimeError, ValueError):
+                pass
+
+
+@dataclass
+class _Incoming:
+    """An activation message whose header has arrived and whose payload receives are posted."""
+
+    kind: int
+    batch: int
+    mb: int
+    works: list
+    bufs: list
+    host: list  # per tensor: travelled over the host group
+
+
 class DistChannel(Channel):
-    """Point-to-point messages between neighbouring ranks (rank == stage)."""
+    """Point-to-point messages between neighbouring ranks (rank == stage), tag-free."""
 
-    def __init__(self, rank: int, world: int, device: torch.device, act_dtype, depth: int):
+    def __init__(self, rank: int, world: int, device: torch.device, depth: int, groups: Groups):
         self.rank, self.world, self.device = rank, world, device
-        self.act_dtype = act_dtype
         self.depth = max(1, depth)
-        self.pending: deque = deque()  # (work, tensors kept alive until the send completes)
-        self._next_header = None  # (work, tensor): the posted receive of the next header
-        self.last_kind = KIND_TRAIN
+        self.groups = groups
+        nccl = dist.get_backend() == "nccl"
+        # NCCL moves CUDA tensors only; gloo moves CPU tensors.
+        self.comm_device = device if nccl else torch.device("cpu")
+        self.pending: deque = deque()  # (work, tensor kept alive until the send completes, dst)
         self.token_pending: deque = deque()
+        self._next_header = None  # (work, tensor): the posted receive of the next header
+        self._staged: deque[_Incoming] = deque()  # arrived headers, payload receives posted
+        self._grad_works: dict[int, tuple] = {}  # mb -> (work, buffer), posted ahead
+        self.grad_plan: list[int] = []  # this batch's gradient receives, in program order
         self.peer = -1  # the rank of the last blocking wait (named if it fails)
+        self.message_log: list | None = None  # set to a list to record every message
 
-    # -- sending --------------------------------------------------------------------------
-    def _isend(self, tensor: torch.Tensor, dst: int, tag: int) -> None:
-        tensor = tensor.contiguous()
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _log(self, group: str, op: str, peer: int, what: str, t: torch.Tensor) -> None:
+        if self.message_log is not None:
+            self.message_log.append(
+                (group, op, peer, what, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+            )
+
+    def _isend(self, t: torch.Tensor, dst: int, group: str, what: str) -> None:
+        t = t.contiguous()
+        self._log(group, "send", dst, what, t)
         self.peer = dst
-        self.pending.append((dist.isend(tensor, dst, tag=tag), tensor, dst))
-        while len(self.pending) > 3 * self.depth:  # 3 messages per activation: bound the link
+        work = dist.isend(t, dst, group=getattr(self.groups, group))
+        self.pending.append((work, t, dst))
+        while len(self.pending) > 3 * self.depth:  # bound the sends in flight per link
             self._wait_oldest()
+
+    def _irecv(self, t: torch.Tensor, src: int, group: str, what: str):
+        self._log(group, "recv", src, what, t)
+        return dist.irecv(t, src, group=getattr(self.groups, group))
 
     def _wait_oldest(self) -> None:
         work, _, dst = self.pending.popleft()
@@ -107,99 +194,195 @@ class DistChannel(Channel):
         while self.pending:
             self._wait_oldest()
 
-    def send_header(self, kind: int, batch: int, mb: int, tensors: list[torch.Tensor]) -> None:
+    # -- sending --------------------------------------------------------------------------
+    def _header(self, kind: int, batch: int, mb: int, tensors, host_flags) -> torch.Tensor:
         h = [0] * HEADER_LEN
         h[:4] = [kind, batch, mb, len(tensors)]
         if len(tensors) > MAX_TENSORS:
-            raise ValueError(f"an activation may hold at most {MAX_TENSORS} tensors")
-        for i, t in enumerate(tensors):
+            raise ValueError(f"an activation may hold at most {MAX_TENSORS - 1} tensors")
+        for i, (t, host) in enumerate(zip(tensors, host_flags, strict=True)):
             if t.dim() > MAX_DIMS:
                 raise ValueError(f"activations may have at most {MAX_DIMS} dims, got {t.dim()}")
             base = 4 + i * SLOT
-            h[base : base + 3 + t.dim()] = [
+            h[base : base + 4 + t.dim()] = [
                 DTYPES.index(t.dtype),
                 int(is_channels_last(t)),
+                int(host),
                 t.dim(),
                 *t.shape,
             ]
-        self._isend(
-            torch.tensor(h, dtype=torch.int64, device=self._comm_device), self.rank + 1, TAG_HEADER
-        )
+        return torch.tensor(h, dtype=torch.int64)
+
+    def send_header(self, kind: int, batch: int, mb: int, tensors=(), host_flags=(), dst=None):
+        """A header (or a token / stop message) to ``dst`` (default: the next rank)."""
+        dst = self.rank + 1 if dst is None else dst
+        self._isend(self._header(kind, batch, mb, tensors, host_flags), dst, "host", "header")
 
     def send_act(self, stage, batch, mb, act, y, kind=KIND_TRAIN):
-        tensors = list(act) if isinstance(act, tuple) else [act]
-        tensors.append(y)  # labels travel with the activation
-        self.send_header(kind, batch, mb, tensors)
-        for t in tensors:
-            self._isend(wire_view(t.to(self._comm_device)), self.rank + 1, TAG_ACT)
+        members = list(act) if isinstance(act, tuple) else [act]
+        host = [is_host_side(t, i) for i, t in enumerate(members)] + [False]
+        tensors = [*members, y]  # labels travel with the activation
+        self.send_header(kind, batch, mb, tensors, host)
+        dst = self.rank + 1
+        for i, (t, on_host) in enumerate(zip(tensors, host, strict=True)):
+            what = "label" if i == len(tensors) - 1 else f"act{i}"
+            if on_host:
+                self._isend(t.cpu(), dst, "host", what)
+            else:
+                self._isend(wire_view(t.to(self.comm_device)), dst, "fwd", what)
+        self.post_grad_recvs()
 
     def send_grad(self, stage, batch, mb, grad):
         # Our input arrived in the previous stage's output layout; send its gradient in the same
         # layout, which is what the receiver allocates.
         x = self.input_like(mb)
         fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-        self._isend(wire_view(grad.contiguous(memory_format=fmt)), self.rank - 1, TAG_GRAD)
+        g = wire_view(grad.contiguous(memory_format=fmt).to(self.comm_device))
+        self._isend(g, self.rank - 1, "bwd", "grad")
 
     # -- receiving ------------------------------------------------------------------------
-    @property
-    def _comm_device(self) -> torch.device:
-        # NCCL moves CUDA tensors only; gloo moves CPU tensors.
-        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
-
     def post_header_recv(self) -> None:
-        h = torch.empty(HEADER_LEN, dtype=torch.int64, device=self._comm_device)
-        self._next_header = (dist.irecv(h, self.rank - 1, tag=TAG_HEADER), h)
+        h = torch.empty(HEADER_LEN, dtype=torch.int64)
+        self._next_header = (self._irecv(h, self.rank - 1, "host", "header"), h)
 
-    def recv_header(self) -> tuple[int, int, int, list]:
+    def _take_header(self, block: bool) -> _Incoming | None:
+        """Turn the arrived header into an :class:`_Incoming` with its payload receives posted,
+        then post the next header's receive (in this order: the sender sends header, host
+        tensors, next header). Without ``block``, only a train message that has already
+        arrived is taken (evaluation and stop messages wait for their reader)."""
         if self._next_header is None:
             self.post_header_recv()
         work, h = self._next_header
+        if not block and not work.is_completed():
+            return None
         self.peer = self.rank - 1
         work.wait()
-        self._next_header = None
-        v = [int(a) for a in h.tolist()]
-        specs = []
+        v = h.tolist()  # a host tensor: no device sync
+        kind = v[0]
+        if not block and kind != KIND_TRAIN:
+            return None
+        works, bufs, host = [], [], []
         for i in range(v[3]):
             base = 4 + i * SLOT
-            dtype, cl, ndim = DTYPES[v[base]], bool(v[base + 1]), v[base + 2]
-            specs.append((dtype, cl, tuple(v[base + 3 : base + 3 + ndim])))
-        self.last_kind = v[0]
-        return v[0], v[1], v[2], specs
+            dtype, cl, on_host, ndim = (
+                DTYPES[v[base]],
+                bool(v[base + 1]),
+                bool(v[base + 2]),
+                v[base + 3],
+            )
+            shape = tuple(v[base + 4 : base + 4 + ndim])
+            what = "label" if i == v[3] - 1 else f"act{i}"
+            if on_host:
+                buf = torch.empty(shape, dtype=dtype)
+                works.append(self._irecv(buf, self.rank - 1, "host", what))
+            else:
+                buf = empty_like_layout(shape, dtype, self.comm_device, cl)
+                works.append(self._irecv(wire_view(buf), self.rank - 1, "fwd", what))
+            bufs.append(buf)
+            host.append(on_host)
+        self._next_header = None
+        if kind != KIND_STOP:
+            self.post_header_recv()  # the next header can land while we compute
+        return _Incoming(kind, v[1], v[2], works, bufs, host)
+
+    def poll(self) -> None:
+        """Between ops: post the payload receives of activations whose header has arrived,
+        and gradient receives whose buffer shape is known. Never blocks."""
+        if self.rank > 0:
+            while len(self._staged) < self.depth:
+                inc = self._take_header(block=False)
+                if inc is None:
+                    break
+                self._staged.append(inc)
+        self.post_grad_recvs()
+
+    def _next_incoming(self) -> _Incoming:
+        if self._staged:
+            return self._staged.popleft()
+        return self._take_header(block=True)
+
+    def recv_message(self) -> _Incoming:
+        """The next message from the previous rank, payload received."""
+        inc = self._next_incoming()
+        self.peer = self.rank - 1
+        for w in inc.works:
+            w.wait()
+        return inc
 
     def recv_act(self, stage, batch, mb):
-        kind, b, m, specs = self.recv_header()
-        if kind == KIND_STOP:
+        inc = self.recv_message()
+        if inc.kind == KIND_STOP:
             raise EOFError
-        bufs = [empty_like_layout(shape, dt, self._comm_device, cl) for dt, cl, shape in specs]
-        works = [dist.irecv(wire_view(t), self.rank - 1, tag=TAG_ACT) for t in bufs]
-        self.post_header_recv()  # double buffering: the next header can land while we compute
-        for w in works:
-            w.wait()
-        if kind == KIND_TRAIN:
-            assert (b, m) == (batch, mb), (
-                f"rank {self.rank} expected batch {batch}.{mb}, got {b}.{m}"
+        if inc.kind == KIND_TRAIN:
+            assert (inc.batch, inc.mb) == (batch, mb), (
+                f"rank {self.rank} expected batch {batch}.{mb}, got {inc.batch}.{inc.mb}"
             )
-        *act, y = bufs
+        *act, y = inc.bufs
         return (tuple(act) if len(act) > 1 else act[0]), y
 
+    def begin_batch(self, grad_plan: list[int]) -> None:
+        self.grad_plan = list(grad_plan)
+        self._grad_works = {}
+
+    def post_grad_recvs(self) -> None:
+        """Post gradient receives in program order, as soon as each one's buffer shape (our
+        forward output's) is known."""
+        while self.grad_plan:
+            mb = self.grad_plan[0]
+            out = self.grad_like(mb)
+            if out is None:
+                return
+            g = empty_like_layout(out.shape, out.dtype, self.comm_device, is_channels_last(out))
+            self._grad_works[mb] = (self._irecv(wire_view(g), self.rank + 1, "bwd", "grad"), g)
+            self.grad_plan.pop(0)
+
     def recv_grad(self, stage, batch, mb):
-        out = self.grad_like(mb)  # the gradient arrives in our output's layout
-        g = empty_like_layout(out.shape, self.act_dtype, self._comm_device, is_channels_last(out))
+        self.post_grad_recvs()
+        work, g = self._grad_works.pop(mb)
         self.peer = self.rank + 1
-        dist.recv(wire_view(g), self.rank + 1, tag=TAG_GRAD)
+        work.wait()
         return g
 
     def token_send(self, dst: int) -> None:
         # Not in `pending`: the batch's closing token is only received when the next batch
         # starts, so flush() must not wait for it (close() does).
-        t = torch.zeros(1, device=self._comm_device)
-        self.token_pending.append((dist.isend(t, dst, tag=TAG_TOKEN), t))
+        t = torch.zeros(1)
+        self._log("token", "send", dst, "token", t)
+        self.token_pending.append((dist.isend(t, dst, group=self.groups.token), t))
         while len(self.token_pending) > 2:
             self.token_pending.popleft()[0].wait()
 
     def token_recv(self, src: int) -> None:
         self.peer = src
-        dist.recv(torch.zeros(1, device=self._comm_device), src, tag=TAG_TOKEN)
+        self._irecv(torch.zeros(1), src, "token", "token").wait()
+
+
+def check_message_logs(logs: list[list[tuple]]) -> list[str]:
+    """Problems with tag-free matching in per-rank message logs (empty when there are none).
+
+    Without tags, the k-th message rank a sends to rank b on a group meets the k-th receive b
+    posts from a on that group. So for every group and ordered pair, the sender's sends and
+    the receiver's receives must agree one for one in what they carry, dtype and shape."""
+    problems = []
+    world = len(logs)
+    for src in range(world):
+        for dst in range(world):
+            if src == dst:
+                continue
+            for group in ("host", "fwd", "bwd", "token"):
+                sends = [e[3:] for e in logs[src] if e[:3] == (group, "send", dst)]
+                recvs = [e[3:] for e in logs[dst] if e[:3] == (group, "recv", src)]
+                if len(sends) != len(recvs):
+                    problems.append(
+                        f"{group} {src}->{dst}: {len(sends)} sends but {len(recvs)} receives"
+                    )
+                for k, (a, b) in enumerate(zip(sends, recvs, strict=False)):
+                    if a != b:
+                        problems.append(
+                            f"{group} {src}->{dst} message {k}: sent {a}, received as {b}"
+                        )
+                        break
+    return problems
 
 
 def serialised_programs(order: list[tuple[int, Op]], num_stages: int) -> list[list[Op]]:
@@ -264,7 +447,6 @@ class DistExecutor(Executor):
             self.recorder.t0 = 0.0  # absolute wall-clock times: comparable across processes
         emulate = (self.options.emulate or {}).get(self.rank)
         unit = units[self.rank]
-        dtype = next(unit.parameters()).dtype
         # The last stage may need modules of other stages at inference (AL's decoders): keep
         # private copies on the last rank, refreshed from their owners before each evaluation.
         import copy
@@ -296,24 +478,35 @@ class DistExecutor(Executor):
             self.recorder,
             emulate,
             self.options.nan_guard,
+            self.options.precision,
         )
-        self.channel = DistChannel(self.rank, K, self.device, dtype, self.options.queue_depth)
-        # The gradient w.r.t. our output has the output's shape (known once F has run).
-        self.channel.grad_like = lambda mb: act_tensor(self.runner._mbs[mb].out)
+        self.groups = Groups.create()
+        self.channel = DistChannel(self.rank, K, self.device, self.options.queue_depth, self.groups)
+        self.channel.grad_like = self._output_of
         self.channel.input_like = lambda mb: act_tensor(self.runner._mbs[mb].x)
+        # This rank's gradient receives per mini-batch, in program order (posted ahead).
+        self._grad_plan = [op.mb for op in self.program if op.kind == "recv_grad"]
         self._serialised = not schedule.concurrent
         self._first_owner = order[0][0]
         self._last_owner = order[-1][0]
         self.sink = MetricSink()
         self._batch = 0
+        self._closed = False
 
     @property
     def needs_input(self) -> bool:
         return self.rank == 0
 
+    def _output_of(self, mb: int):
+        """The gradient w.r.t. our output has the output's shape (known once F has run)."""
+        m = self.runner._mbs.get(mb)
+        return act_tensor(m.out) if m is not None and m.out is not None else None
+
     def _run_program(self) -> None:
         ch = self.channel
+        ch.begin_batch(self._grad_plan)
         for op in self.program:
+            ch.poll()
             if op.kind == "token_send":
                 ch.token_send(op.mb)
             elif op.kind == "token_recv" or (op.kind == "token_recv_batch" and self._batch > 0):
@@ -344,7 +537,7 @@ class DistExecutor(Executor):
         size = int(y.shape[0]) if y is not None else 0
         self.runner.begin(self._batch, micro, size, self.options.num_micro)
         self._run_program()
-        self.sink.add(self.runner.metrics())
+        self.sink.add(self.runner.metrics(), key=self.rank, flag=self.runner.flag)
         self._batch += 1
 
     def flush(self) -> None:
@@ -360,13 +553,17 @@ class DistExecutor(Executor):
             raise self._peer_failed(e) from None
 
     def barrier(self, timeout_s: float) -> None:
-        """A monitored barrier: on timeout, the error names the ranks that did not arrive."""
-        import datetime
-
+        """Align every rank before the steady state. A monitored barrier over the gloo host
+        group (on any backend) names the ranks that did not arrive; on NCCL a device barrier
+        on the data group follows, which also sets up its communicator."""
         try:
             dist.monitored_barrier(
-                timeout=datetime.timedelta(seconds=timeout_s), wait_all_ranks=True
+                group=self.groups.host,
+                timeout=datetime.timedelta(seconds=timeout_s),
+                wait_all_ranks=True,
             )
+            if dist.get_backend() == "nccl":
+                dist.barrier(device_ids=[self.device.index or 0])
         except (RuntimeError, dist.DistError) as e:
             first = str(e).strip().splitlines()[0][:200]
             raise ScplError(
@@ -374,32 +571,30 @@ class DistExecutor(Executor):
             ) from None
 
     def _sync_exports(self) -> None:
-        """Send this stage's inference export (if any) to the last rank, which loads it."""
+        """Send this stage's inference export (if any) to the last rank, which loads it (over
+        the fwd group, before any evaluation message: the last rank receives in that order)."""
         from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
         last = self.num_stages - 1
-        dev = self.channel._comm_device
+        ch = self.channel
         if self._my_export is not None:
-            self.channel.peer = last
-            dist.send(
-                parameters_to_vector(self._my_export.parameters()).detach().to(dev),
-                last,
-                tag=TAG_EXPORT,
-            )
+            vec = parameters_to_vector(self._my_export.parameters()).detach()
+            ch._isend(vec.to(ch.comm_device), last, "fwd", "export")
+            ch.wait_sends()
         elif self.rank == last:
             for src, mod in enumerate(self._export_copies):
                 if mod is None:
                     continue
-                vec = parameters_to_vector(mod.parameters()).detach().to(dev)
-                self.channel.peer = src
-                dist.recv(vec, src, tag=TAG_EXPORT)
+                vec = parameters_to_vector(mod.parameters()).detach().to(ch.comm_device)
+                ch.peer = src
+                ch._irecv(vec, src, "fwd", "export").wait()
                 vector_to_parameters(vec.to(next(mod.parameters()).device), mod.parameters())
 
     def _evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
         self.flush()
         if self._has_exports:
             self._sync_exports()
-        correct = torch.zeros((), dtype=torch.int64)
+        correct = None
         total = 0
         ch = self.channel
         for i, (x, y) in enumerate(batches):
@@ -409,11 +604,13 @@ class DistExecutor(Executor):
             if self.rank < self.num_stages - 1:
                 ch.send_act(self.rank, -1 - i, 0, out, y, kind=KIND_EVAL)
             else:
-                correct += (out.argmax(1).cpu() == y.cpu()).sum()
+                hit = (out.argmax(1) == y.to(out.device, non_blocking=True)).sum()
+                correct = hit if correct is None else correct + hit
             total += int(y.shape[0])
         self.flush()
-        result = torch.tensor([int(correct), total], dtype=torch.int64, device=ch._comm_device)
-        dist.broadcast(result, src=self.num_stages - 1)
+        n = int(correct) if correct is not None else 0  # one sync per evaluation
+        result = torch.tensor([n, total], dtype=torch.int64, device=ch.comm_device)
+        dist.broadcast(result, src=self.num_stages - 1, group=self.groups.fwd)
         return int(result[0]), int(result[1])
 
     def current_lr(self) -> float:
@@ -442,6 +639,9 @@ class DistExecutor(Executor):
     def close(self) -> None:
         """Tell the next rank we are done and consume what is still addressed to us, so every
         posted receive and send completes before the process group is torn down."""
+        if self._closed:
+            return
+        self._closed = True
         ch = self.channel
         if (
             self._serialised
@@ -450,12 +650,13 @@ class DistExecutor(Executor):
         ):
             ch.token_recv(self._last_owner)  # the token the last batch handed back
         if self.rank < self.num_stages - 1:
-            ch.send_header(KIND_STOP, -1, 0, [])
+            ch.send_header(KIND_STOP, -1, 0)
         if self.rank > 0:
-            kind = ch.recv_header()[0]
+            kind = ch.recv_message().kind
             assert kind == KIND_STOP, (
                 f"rank {self.rank}: unconsumed message of kind {kind} at close"
             )
         ch.wait_sends()
         while ch.token_pending:
             ch.token_pending.popleft()[0].wait()
+        self.groups.destroy()

@@ -109,10 +109,16 @@ class TrainConfig:
     """torch CPU threads (0 = PyTorch default)."""
     out: str = "runs/{recipe}-{model}-{method}-{dataset}-s{seed}"
     """Output directory (fields in braces are filled in)."""
-    nan_guard: str = "stop"
-    """Before every update check losses and gradients: stop (error naming stage, step and loss
-    term), skip (drop the batch's update), or interval (only check logged means; no per-step
-    host sync)."""
+    nan_guard: str = "interval"
+    """NaN/inf guard on losses and gradients. interval: a device-side flag per stage, read
+    every --log-every steps (no per-step host sync; the error still names the stage, the first
+    bad step and the term); stop: check before every update (one host sync per stage per
+    step); skip: drop the batch's update."""
+    precision: str = "fp32"
+    """fp32, bf16 (autocast per stage) or fp16 (autocast and a loss scaler per stage; local
+    methods only)."""
+    foreach: bool = True
+    """Multi-tensor (foreach) Adam: far fewer kernel launches per step than a per-parameter loop."""
     checkpoint_every: int = 0
     """Also checkpoint every N steps (0 = only at epoch ends)."""
     resume: str | None = None
@@ -143,6 +149,8 @@ class TrainConfig:
             raise ConfigError("--lr must be > 0 and --lr-min >= 0")
         if self.nan_guard not in ("stop", "skip", "interval"):
             raise ConfigError(f"--nan-guard {self.nan_guard!r}: choose stop, skip or interval")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"--precision {self.precision!r}: choose fp32, bf16 or fp16")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine or constant")
 

@@ -152,6 +152,7 @@ def train(
         cfg.weight_decay,
         steps_per_epoch * cfg.epochs,
         cfg.lr_schedule,
+        foreach=cfg.foreach,
     )
     pipe = pipeline(
         model,
@@ -163,7 +164,8 @@ def train(
         executor=cfg.executor,
         method_config=method_config(cfg),
         queue_depth=cfg.queue_depth,
-        nan_guard="off" if cfg.nan_guard == "interval" else cfg.nan_guard,
+        nan_guard=cfg.nan_guard,
+        precision=cfg.precision,
     )
     if not model.shapes_known:  # a user model without input_shape: learn it from a batch
         pipe.build(feed.first_batch()[0])
