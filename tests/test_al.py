@@ -272,7 +272,7 @@ def _digits_batches():
     return d, lambda x: (x.float() / 255.0 - mean) / std
 
 
-def _train_al_on_digits(model, steps: int, get, proj_dim: int = 64):
+def _train_al_on_digits(model, steps: int, get, proj_dim: int = 64, head: str = "mlp"):
     """``steps`` sequential AL steps of batch 32 at AL's own run defaults (lr 3e-3, constant);
     returns (validation accuracy before, after, logged metrics)."""
     d = get.data
@@ -281,7 +281,12 @@ def _train_al_on_digits(model, steps: int, get, proj_dim: int = 64):
     g = torch.Generator().manual_seed(0)
     logged = []
     with scpl.pipeline(
-        model, "al", executor="sequential", optimizer=OptimConfig(lr=lr), proj_dim=proj_dim
+        model,
+        "al",
+        executor="sequential",
+        optimizer=OptimConfig(lr=lr),
+        proj_dim=proj_dim,
+        head=head,
     ) as pipe:
         before = pipe.evaluate([get(d.val)])
         for s in range(steps):
@@ -315,6 +320,34 @@ def test_al_learns_digits_by_default_on_a_vision_model():
     assert {f"stage{i}/{t}" for i in range(4) for t in ("assoc", "ae", "code_spread")} == set(last)
     assert all(math.isfinite(v) for m in logged for v in m.values())
     assert min(last[f"stage{i}/code_spread"] for i in range(4)) > 0.5, last
+
+
+class _DigitsRows:
+    """Digits as text: each image row, binarised at half intensity, is one token of 256."""
+
+    def __init__(self):
+        self.data, _ = _digits_batches()
+
+    def __call__(self, split, idx=None):
+        x, y = (split.x, split.y) if idx is None else (split.x[idx], split.y[idx])
+        bits = (x[:, 0] > 127).long() * (2 ** torch.arange(8))
+        tokens = bits.sum(-1) + 2  # 0 and 1 are <pad> and <unk>
+        return (tokens, torch.full((len(y),), 8)), y
+
+
+@pytest.mark.slow
+def test_al_learns_digits_by_default_on_a_text_model():
+    """The same defaults on an LSTM reading 8 row tokens. Text models learn this task slower
+    than the convnet (BP: ~85% after 300 steps), so the bar is learning, not 90%: AL measured
+    73% after 500 steps and 86% after 750 (docs/LOG.md)."""
+    torch.manual_seed(0)
+    model = build_model("lstm", (8,), CLASSES, 4, 0.25, vocab_size=258, embed_dim=16)
+    before, after, logged = _train_al_on_digits(
+        model, 500, _DigitsRows(), proj_dim=MethodConfig.proj_dim, head="linear"
+    )
+    assert before < 0.3
+    assert after >= 0.6, after
+    assert min(logged[-1][f"stage{i}/code_spread"] for i in range(4)) > 0.5, logged[-1]
 
 
 def test_he_normal_init_of_al_layers():
