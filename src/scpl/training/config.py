@@ -221,6 +221,8 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "lr_schedule",
         "weight_decay",
         "max_steps",
+        "precision",
+        "foreach",
     ),
     "pipeline": (
         "executor",
