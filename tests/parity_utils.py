@@ -176,7 +176,13 @@ def _dist_worker(rank, world, port, kwargs, out_dir):
         states, metrics, acc, ex = run_executor("dist", **kwargs)
         events = [vars(e) for e in ex.recorder.events] if ex.recorder else []
         torch.save(
-            {"state": states[0], "metrics": metrics, "acc": acc, "events": events},
+            {
+                "state": states[0],
+                "metrics": metrics,
+                "acc": acc,
+                "events": events,
+                "step_metrics": getattr(ex, "step_metrics", None),
+            },
             f"{out_dir}/rank{rank}.pt",
         )
     finally:
