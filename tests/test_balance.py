@@ -68,3 +68,91 @@ def test_balance_cli(capsys):
     line = [ln for ln in out.splitlines() if ln.startswith("--partition ")][0]
     part = [int(v) for v in line.split()[1].split(",")]
     assert len(part) == 3 and sum(part) == 6
+
+
+# -- the FLOP cost model and --partition auto ---------------------------------------------------
+
+COST_CASES = [
+    ("vgg", (3, 16, 16), {}),
+    ("resnet18", (3, 16, 16), {}),
+    ("lstm", (12,), {"vocab_size": 50, "embed_dim": 24}),
+    ("transformer", (12,), {"vocab_size": 50, "embed_dim": 24}),
+]
+
+
+@pytest.mark.parametrize("model,shape,kw", COST_CASES, ids=[c[0] for c in COST_CASES])
+@pytest.mark.parametrize("method", ["scpl", "bp"])
+def test_auto_partition_is_never_slower_than_the_paper_split(model, shape, kw, method):
+    from scpl.perf.balance import auto_stage_costs
+
+    for k in (2, 3, 4):
+        costs = auto_stage_costs(
+            model,
+            k,
+            "flops",
+            method=method,
+            head="mlp-pool",
+            input_shape=shape,
+            width=0.125,
+            batch_size=8,
+            proj_dim=16,
+            model_kwargs=kw,
+        )
+        n = len(costs.body)
+        paper = build_model(model, shape, 10, k, 0.125, **kw).partition
+        auto = partition_min_max(costs, k)
+        assert sum(auto) == n == sum(paper)
+        assert max(costs.stage_costs(auto)) <= max(costs.stage_costs(paper)) + 1e-15
+        best = min(max(costs.stage_costs(p)) for p in _compositions(n, k))
+        assert max(costs.stage_costs(auto)) == pytest.approx(best)
+
+
+def test_flop_profile_extrapolates_exactly():
+    """Counts at the real batch equal the extrapolation from two small batches."""
+    from scpl.perf.costmodel import _count, profile_model
+
+    prof = profile_model("vgg", "scpl", (3, 8, 8), 10, 0.125, 6, "mlp-pool", 16)
+    direct = _count("vgg", "scpl", 6, (3, 8, 8), 10, 0.125, 6, "mlp-pool", 16, {}, 0)
+    for key in ("fwd", "bwd_in", "bwd_noin", "loss_fwd", "loss_bwd", "out_bytes"):
+        assert getattr(prof, key) == pytest.approx(direct[key], rel=1e-9), key
+
+
+def test_stage_costs_include_update_and_transfer():
+    from scpl.perf.costmodel import profile_model, stage_op_costs
+
+    prof = profile_model("vgg", "scpl", (3, 8, 8), 10, 0.125, 8, "mlp-pool", 16)
+    local = stage_op_costs(prof, [2, 2, 1, 1], local=True)
+    bp = stage_op_costs(prof, [2, 2, 1, 1], local=False)
+    assert all(local[s]["U"] > 0 for s in range(4))
+    assert [("send_act" in local[s]) for s in range(4)] == [True, True, True, False]
+    assert [("send_grad" in bp[s]) for s in range(4)] == [False, True, True, True]
+    assert "L" not in bp[0] and "L" in bp[3]
+    # A detached stage input skips the input gradient: SCPL's stage 1 backward is cheaper.
+    assert prof.bwd_noin[2] < prof.bwd_in[2]
+
+
+def test_balance_cli_flops_prints_paper_and_auto(capsys):
+    assert (
+        main(
+            [
+                "balance",
+                "--model",
+                "vgg",
+                "--stages",
+                "4",
+                "--by",
+                "flops",
+                "--width",
+                "0.125",
+                "--input-shape",
+                "3,16,16",
+                "--head",
+                "mlp-pool",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "paper:" in out and "auto:" in out
+    line = [ln for ln in out.splitlines() if ln.startswith("--partition ")][0]
+    assert sum(int(v) for v in line.split()[1].split(",")) == 6

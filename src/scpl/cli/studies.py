@@ -67,6 +67,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--parts", default=None, help=f"comma-separated subset of {','.join(PARTS)}")
     g.add_argument(
+        "--targets",
+        action="store_true",
+        help="only: SCPL vs one-device BP and the best BP pipeline on VGG, ResNet-18, LSTM and "
+        "Transformer (FLOP cost model, auto split, light head; emulated, every pipelined row "
+        "checked against the sequential executor) -> DIR/targets.json (~5-8 min)",
+    )
+    g.add_argument(
         "--quick", action="store_true", help="seconds: equal stages, K=1,2, a few mini-batches"
     )
     g = p.add_argument_group("emulated pipeline")
@@ -110,6 +117,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     if getattr(args, "soak", 0):
         return cmd_soak(args.soak)
+    if getattr(args, "targets", False):
+        return cmd_targets(args)
     from scpl.common import resolve_device
     from scpl.perf.measure import step_ratio
     from scpl.report.tables import print_table
@@ -177,6 +186,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     opts = BenchOptions.quick(**kw) if args.quick else BenchOptions(**kw)
     run_bench(opts)
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    """`scpl bench --targets [--quick] [--out DIR]`: the real-model headline targets."""
+    from scpl.studies.targets import TargetsOptions, quick_options, run_targets
+
+    opts = quick_options(out=args.out) if args.quick else TargetsOptions(out=args.out)
+    targets = run_targets(opts)  # one intra-op thread: bitwise checks and steady timings
+    for t in targets:
+        v = "not run" if t["value"] is None else f"{t['value']:.3f}"
+        print(f"{t['name']:42s} {v:>8s}  need {t['need']}  {'met' if t['met'] else 'NOT met'}")
+    print(f"wrote {args.out}/targets.json, targets.md, targets-detail.json")
     return 0
 
 
