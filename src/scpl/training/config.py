@@ -45,7 +45,12 @@ class TrainConfig:
     stages: int = 4
     """Number of stages K the model is split into (the paper uses 4)."""
     partition: str | None = None
-    """Units per stage, comma-separated (e.g. 2,2,1,1); default is the paper's split."""
+    """Units per stage, comma-separated (e.g. 2,2,1,1); default is the paper's split; auto:
+    the contiguous split whose slowest stage (body, head and loss, update, activation
+    transfer) is fastest under the cost model --balance-by."""
+    balance_by: str = "flops"
+    """--partition auto: price stages by FLOPs on a model device (flops, no timing) or by op
+    costs measured on --device (time)."""
     width: float = 1.0
     """Channel-width multiplier (e.g. 0.25 for quick CPU runs)."""
     epochs: int = 200
@@ -63,7 +68,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     """Adam weight decay."""
     head: str = "mlp"
-    """Projection head of hidden stages: identity, linear or mlp."""
+    """Projection head of hidden stages: identity, linear, mlp or mlp-pool (average-pools the
+    map to 2x2 before the mlp: a light head for wide early maps)."""
     proj_dim: int = 1024
     """Output size of linear/mlp projection heads."""
     temperature: float = 0.1
@@ -163,7 +169,9 @@ class TrainConfig:
         return auto_schedule(local, self.micro_batches)
 
     def partition_list(self) -> list[int] | None:
-        if not self.partition:
+        """Units per stage, or None for the model's default (and for auto, resolved once the
+        model's input is known)."""
+        if not self.partition or self.partition.strip() == "auto":
             return None
         try:
             return [int(p) for p in self.partition.split(",")]
@@ -198,7 +206,16 @@ def _parse_bool(s: str) -> bool:
 
 # The --help section of every TrainConfig field (each field in exactly one group).
 CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "stages", "partition", "width", "glove", "embed_dim", "freeze_embeddings"),
+    "model": (
+        "model",
+        "stages",
+        "partition",
+        "balance_by",
+        "width",
+        "glove",
+        "embed_dim",
+        "freeze_embeddings",
+    ),
     "method": ("method", "head", "proj_dim", "temperature", "supcon_norm", "last_supcon"),
     "data": (
         "dataset",

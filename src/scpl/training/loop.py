@@ -135,13 +135,32 @@ def train(
         else:
             input_shape, num_classes = data.input_shape, data.num_classes
             kwargs = text_model_kwargs(cfg, data, echo)
+        partition = cfg.partition_list()
+        if (cfg.partition or "").strip() == "auto":
+            from scpl.perf.balance import auto_partition
+
+            partition = auto_partition(
+                cfg.model,
+                cfg.stages,
+                cfg.balance_by,
+                method=cfg.method,
+                head=cfg.head,
+                input_shape=input_shape,
+                num_classes=num_classes,
+                width=cfg.width,
+                batch_size=cfg.batch_size,
+                proj_dim=cfg.proj_dim,
+                model_kwargs=kwargs,
+                device=str(device),
+            )
+            echo(f"scpl: --partition auto (by {cfg.balance_by}): {','.join(map(str, partition))}")
         model = build_model(
             cfg.model,
             input_shape,
             num_classes,
             cfg.stages,
             cfg.width,
-            cfg.partition_list(),
+            partition,
             **kwargs,
         )
     elif model.num_stages != cfg.stages:
