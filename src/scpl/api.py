@@ -131,6 +131,9 @@ class Pipeline:
             if not self.model.shapes_known:
                 self.model.infer_shapes(example)
             self.units = self.method.attach(self.model)
+            # Counted before the executor is built: dist replaces other ranks' stages with
+            # placeholders to free their memory.
+            self._params = count_parameters(self.units)
             self._executor = EXECUTORS.get(self.executor_name)(
                 self.units,
                 self.method.local,
@@ -225,7 +228,7 @@ class Pipeline:
     def parameters_count(self) -> dict[str, int]:
         """Effective (inference) and affiliated (training-only: heads...) parameter counts."""
         self._require_units()
-        return count_parameters(self.units)
+        return dict(self._params)
 
     def _require_units(self) -> None:
         if self.units is None:
@@ -292,7 +295,7 @@ def pipeline(
         devices: one device per stage (``["cuda:0", "cuda:1"]``), or one for all; default: one
             GPU per stage when there are enough, else ``cuda:0`` or ``cpu``.
         optimizer: ``params -> torch.optim.Optimizer``, called once per stage (each stage updates
-            alone); default Adam(lr=1e-3). ``lr_scheduler``: ``optimizer -> LRScheduler``,
+            alone); default Adam(lr=1e-3; AL: 3e-3). ``lr_scheduler``: ``optimizer -> LRScheduler``,
             stepped once per training step.
         schedule: ``"auto"`` (scpl for local methods, nmp for BP; the gpipe variants when
             ``micro_batches > 1``), or any registered schedule.
@@ -339,6 +342,8 @@ def pipeline(
     options = ExecutorOptions(
         schedule, micro_batches, queue_depth, emulate, record, nan_guard, precision
     )
+    if optimizer is None and "lr" in meth.config_defaults:
+        optimizer = OptimConfig(lr=meth.config_defaults["lr"])  # e.g. AL's own constant lr
     return Pipeline(model, meth, executor, devs, _stage_optim(optimizer, lr_scheduler), options)
 
 
