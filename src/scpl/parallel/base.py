@@ -62,13 +62,21 @@ class NonFiniteFlag:
         return (list(self.names), self.first) if self.first is not None else None
 
 
-def flag_report(stage: int, names: list[str], first: list[int]) -> str | None:
-    """The error message for the earliest non-finite value, or None when all were finite."""
-    hits = [(step, i) for i, step in enumerate(first) if step >= 0]
+def first_nonfinite(
+    flags: list[tuple[int, list[str], list[int]]],
+) -> tuple[int, int, str] | None:
+    """(step, stage, term) of the earliest non-finite value over stages' flags (ties: the
+    lowest stage, loss terms before the gradient), or None when all were finite."""
+    hits = [
+        (step, stage, i, names[i])
+        for stage, names, first in flags
+        for i, step in enumerate(first)
+        if step >= 0
+    ]
     if not hits:
         return None
-    step, i = min(hits)
-    return nonfinite_message(stage, names[i], step)
+    step, stage, _, name = min(hits)
+    return step, stage, name
 
 
 @dataclass
@@ -189,10 +197,10 @@ class MetricSink:
             flags = list(self._flags.values())
         for ev in events.values():
             ev.synchronize()
-        for stage, names, first in flags:
-            msg = flag_report(stage, names, first.cpu().tolist())
-            if msg:
-                raise NonFiniteError(msg)
+        hit = first_nonfinite([(st, names, first.cpu().tolist()) for st, names, first in flags])
+        if hit is not None:
+            step, stage, term = hit
+            raise NonFiniteError(nonfinite_message(stage, term, step))
         if not sums:
             return {}
         keys = sorted(sums)
