@@ -130,7 +130,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     assert _run(out).returncode == 0
     bad = _run(out, "--resume", str(out), "--lr", "0.5")
     assert bad.returncode == 2
-    assert bad.stderr.strip().startswith("scpl: error: --resume with different settings")
+    assert bad.stderr.strip().startswith(f"scpl: error: --resume {out}: --lr would change")
     assert len(bad.stderr.strip().splitlines()) == 1
 
 

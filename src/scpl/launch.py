@@ -1,14 +1,147 @@
-"""Re-running a `scpl` command under torchrun (``scpl train --executor dist --nproc N``)."""
+"""Re-running a `scpl` command under torchrun (``scpl train --executor dist --nproc N``).
+
+The launcher owns the run: it checks the settings and the output folder before any process
+starts, forwards SIGINT/SIGTERM/SIGHUP to torchrun (which stops its ranks) and waits for it,
+and condenses torchrun's failure report into one line naming the rank that failed first. Each
+rank also asks the kernel to end it when its parent dies (:func:`bind_to_parent`), so no rank
+trains on alone after a launcher or torchrun was killed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+from typing import TextIO
+
+# Seconds torchrun gets to stop its ranks after a forwarded signal before it is killed.
+STOP_GRACE_S = 15.0
+
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ torch/distributed/")
+_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
+_BLAME = re.compile(r"rank (\d+) \(stage \d+\) died or stalled while rank (\d+)")
 
 
-def launch_torchrun(nproc: int) -> int:
-    """Re-run this command under torchrun with ``nproc`` processes on this host."""
+def bind_to_parent() -> None:
+    """Linux: have the kernel kill this process when its parent (torchrun) exits, so a rank
+    never outlives its launcher. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+        if os.getppid() == 1:  # the parent died before the request took effect
+            os._exit(1)
+
+
+class TorchrunReport:
+    """Filters torchrun's stderr: the ranks' lines pass through; torchrun's own log lines, its
+    traceback and its failure summary are kept out of sight (``verbose`` shows them) and parsed
+    for the rank that failed first."""
+
+    def __init__(self, sink: TextIO, verbose: bool = False) -> None:
+        self.sink, self.verbose = sink, verbose
+        self.first: tuple[int, int] | None = None  # (rank, exit code) of the first failure
+        self.root: tuple[int, int] | None = None  # torchrun's "Root Cause" entry
+        self.blamed: dict[int, int] = {}  # rank -> the peer it says died or stalled
+        self._held: list[str] = []
+        self._dropping = False
+        self._in_root = False
+        self._root_rank: int | None = None
+
+    def feed(self, line: str) -> None:
+        """One line of torchrun's stderr (ranks' stderr comes through it too)."""
+        if self.verbose:  # everything as torchrun wrote it; still parsed for the summary
+            self.sink.write(line)
+            self.sink.flush()
+        if self._dropping:
+            self._parse_report(line)
+            return
+        if _LOG_LINE.match(line):
+            m = _FAILED.search(line)
+            if m and self.first is None:
+                self.first = (int(m.group(2)), int(m.group(1)))
+            return
+        if self._held:
+            if "torch/distributed/run.py" in line or "torch/distributed/launcher" in line:
+                self._held, self._dropping = [], True  # torchrun's own traceback and report
+                return
+            self._held.append(line)
+            if line.strip() and not line.startswith((" ", "\t", "Traceback")):
+                held, self._held = self._held, []  # a rank's traceback ended: show it
+                for h in held:
+                    self._emit(h)
+            return
+        if line.startswith("Traceback (most recent call last):"):
+            self._held = [line]
+            return
+        m = _BLAME.search(line)
+        if m:
+            self.blamed.setdefault(int(m.group(2)), int(m.group(1)))
+        self._emit(line)
+
+    def _parse_report(self, line: str) -> None:
+        if line.startswith("Root Cause"):
+            self._in_root = True
+        elif self._in_root:
+            m = re.match(r"\s*rank\s*:\s*(\d+)", line)
+            if m:
+                self._root_rank = int(m.group(1))
+            m = re.match(r"\s*exitcode\s*:\s*(-?\d+)", line)
+            if m and self._root_rank is not None and self.root is None:
+                self.root = (self._root_rank, int(m.group(1)))
+
+    def _emit(self, line: str) -> None:
+        if not self.verbose:
+            self.sink.write(line)
+            self.sink.flush()
+
+    def close(self) -> None:
+        for h in self._held:  # an unfinished traceback: show what there is
+            self._emit(h)
+        self._held = []
+
+    def summary(self) -> str | None:
+        """One line naming the rank that failed first (None if no rank failed)."""
+        first = self.root or self.first
+        if first is None:
+            return None
+        rank, code = first
+        culprit, seen = rank, {rank}
+        while culprit in self.blamed and self.blamed[culprit] not in seen:
+            culprit = self.blamed[culprit]
+            seen.add(culprit)
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        if culprit != rank:
+            return (
+                f"scpl: error: rank {culprit} (stage {culprit}) died or stalled first; rank {rank} "
+                f"(stage {rank}) stopped waiting for it ({how}) and the other ranks were stopped"
+            )
+        return (
+            f"scpl: error: rank {rank} (stage {rank}) failed first ({how}); the other ranks were "
+            "stopped (--debug shows torchrun's report)"
+        )
+
+
+def launch_torchrun(nproc: int, cfg=None, recipe: str = "custom") -> int:
+    """Re-run this command under torchrun with ``nproc`` processes on this host.
+
+    With ``cfg``, the settings and the output folder are checked first (a wrong --nproc or a
+    folder holding another run fails here, once, before any process starts)."""
+    if cfg is not None:
+        preflight(cfg, recipe)
     argv = sys.argv[1:]
     cleaned: list[str] = []
     skip = False
@@ -33,6 +166,80 @@ def launch_torchrun(nproc: int) -> int:
         *cleaned,
     ]
     print("scpl: launching " + " ".join(cmd[1:]), file=sys.stderr)
-    return subprocess.call(
-        cmd, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    return run_supervised(
+        cmd,
+        dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
+        verbose="--debug" in argv,
     )
+
+
+def preflight(cfg, recipe: str) -> None:
+    """Checks the ranks would each fail on, done once in the launcher."""
+    from pathlib import Path
+
+    from scpl.errors import ConfigError
+    from scpl.training.checkpoint import latest_checkpoint
+    from scpl.training.outputs import check_writable, prepare_out_dir
+
+    cfg.validate()
+    if cfg.nproc != cfg.stages:
+        raise ConfigError(
+            f"--nproc {cfg.nproc} does not match --stages {cfg.stages}: the dist executor runs "
+            f"one process per stage; pass --nproc {cfg.stages}"
+        )
+    if cfg.resume:
+        latest_checkpoint(Path(cfg.resume), 0, cfg.stages)
+        check_writable(Path(cfg.resume))
+    else:
+        prepare_out_dir(cfg, recipe)
+
+
+def run_supervised(cmd: list[str], env: dict, verbose: bool = False) -> int:
+    """Run torchrun in its own session, forwarding SIGINT/SIGTERM/SIGHUP to it and waiting for
+    it (killing it after :data:`STOP_GRACE_S`); print one line naming the rank that failed
+    first. Returns torchrun's exit code, or 128 + the signal when stopped by one."""
+    proc = subprocess.Popen(
+        cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True
+    )
+    report = TorchrunReport(sys.stderr, verbose)
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            report.feed(line)
+        report.close()
+
+    reader = threading.Thread(target=pump, name="torchrun-stderr", daemon=True)
+    reader.start()
+    stopped: list[int] = []
+
+    def forward(signum, frame) -> None:
+        if not stopped:
+            stopped.append(signum)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its ranks on SIGTERM
+
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in watched}
+    try:
+        stop_at = None
+        while proc.poll() is None:
+            if stopped and stop_at is None:
+                stop_at = time.monotonic() + STOP_GRACE_S
+            if stop_at is not None and time.monotonic() > stop_at:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # ranks die with it (bind_to_parent)
+            time.sleep(0.1)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    reader.join(timeout=5)
+    if stopped:
+        name = signal.Signals(stopped[0]).name
+        print(f"scpl: stopped by {name}: torchrun and its ranks have exited", file=sys.stderr)
+        return 128 + stopped[0]
+    if proc.returncode != 0:
+        line = report.summary()
+        if line:
+            print(line, file=sys.stderr)
+    return proc.returncode

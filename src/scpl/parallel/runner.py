@@ -281,10 +281,12 @@ class StageRunner:
             if self.nan_guard == "stop":
                 raise NonFiniteError(self._nonfinite_message())
             # "skip": drop this batch's update but keep the LR schedule aligned with the step.
-            self._mbs[0].terms["skipped"] = torch.ones((), device=self.device)
+            self._mark_skipped(1.0)
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             return
+        if self.nan_guard == "skip":
+            self._mark_skipped(0.0)  # the logged mean is the share of skipped updates
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -292,6 +294,10 @@ class StageRunner:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _mark_skipped(self, value: float) -> None:
+        for m in self._mbs.values():
+            m.terms["skipped"] = torch.full((), value, device=self.device)
 
     def _check_values(self) -> tuple[list[str], torch.Tensor]:
         """Names and values (on the device, no sync) whose finiteness the NaN guard checks:

@@ -27,12 +27,8 @@ import torch
 
 from scpl.errors import ConfigError
 from scpl.provenance import git_commit, hardware, num_cpus
-from scpl.training.config import TrainConfig
+from scpl.training.config import TrainConfig, field_class
 from scpl.training.recipes import RECIPES, make_config
-
-# Config fields that do not change what a run computes: a run that differs only in these is
-# the same run (and may be reused from another experiment's directory).
-_NOT_COMPUTATION = ("out", "progress", "tensorboard", "log_every", "checkpoint_every", "resume")
 
 
 @dataclass
@@ -243,6 +239,7 @@ def run_experiment(
                     "seed": seed,
                     "progress": False,
                     "out": str(out_dir / "runs" / f"{model}-{_slug(label)}-s{seed}"),
+                    "overwrite": True,  # not in runs.jsonl: leftovers of an interrupted attempt
                 }
                 cfg = make_config(exp.recipe, values)
                 same = siblings.get(_computation_key(dataclasses.asdict(cfg)))
@@ -322,7 +319,8 @@ def _computation_key(config: dict) -> str:
     # Fields added to TrainConfig after a run was recorded take their defaults, so older runs
     # stay comparable.
     full = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | config
-    kept = {k: v for k, v in full.items() if k not in _NOT_COMPUTATION}
+    # A run that differs only in cosmetic fields (where and how it reports) is the same run.
+    kept = {k: v for k, v in full.items() if field_class(k) != "cosmetic"}
     return json.dumps(kept, sort_keys=True)
 
 

@@ -8,6 +8,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 from dataclasses import dataclass, fields
 
@@ -60,7 +61,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     """Batch size for validation and test."""
     lr: float = 1e-3
-    """Initial learning rate (Adam)."""
+    """Initial learning rate (Adam). Unless a recipe or flag sets it, a method may use its own
+    (al: 3e-3 with --lr-schedule constant)."""
     lr_min: float = 1e-5
     """Final learning rate of the cosine schedule."""
     lr_schedule: str = "cosine"
@@ -77,9 +79,15 @@ class TrainConfig:
     supcon_norm: str = "paper"
     """SupCon normalisation: paper (1/|P(i)|) or reference (1/(|P(i)|+1))."""
     last_supcon: bool = True
-    """SCPL: add a SupCon term on the last stage next to its cross-entropy."""
+    """SCPL: add a SupCon term on the last stage next to its cross-entropy (false is
+    --last-stage ce)."""
+    last_stage: str = "ce+supcon"
+    """SCPL's last stage: ce+supcon (cross-entropy and SupCon train the stage, the Delog-SCL
+    text), ce (cross-entropy only) or detached (SupCon trains the stage, the classifier learns
+    on its detached output: the authors' code)."""
     augment: str = "two-view"
-    """Vision augmentation: none, basic, strong or two-view (2N inputs)."""
+    """Vision augmentation: none, basic, strong, two-view (two strong views, Khosla et al.; 2N
+    inputs) or two-view-ref (a weak and a strong view without resized crop, the authors' code)."""
     val_fraction: float = 0.1
     """Share of the training set held out for model selection."""
     test_every_epoch: bool = False
@@ -104,7 +112,8 @@ class TrainConfig:
     queue_depth: int = 2
     """Activations in flight per link between stages (bounded queues)."""
     dist_timeout: float = 60.0
-    """dist: seconds any rank waits for a peer before the run stops with an error naming it."""
+    """dist: seconds any rank waits for a peer before the run stops with an error naming it
+    (so a dead or stalled rank is reported about this long after it stopped: 60 s by default)."""
     nproc: int = 0
     """dist executor on one host: start this many processes (one per stage) via torchrun."""
     max_steps: int = 0
@@ -113,8 +122,9 @@ class TrainConfig:
     """Steps between metric syncs / log lines."""
     threads: int = 0
     """torch CPU threads (0 = PyTorch default)."""
-    out: str = "runs/{recipe}-{model}-{method}-{dataset}-s{seed}"
-    """Output directory (fields in braces are filled in)."""
+    out: str = "runs/{recipe}-{model}-{method}-{dataset}-s{seed}-{config_id}"
+    """Output directory (config fields in braces are filled in; {config_id} is a short hash of
+    every setting that changes the result, so runs that differ get different folders)."""
     nan_guard: str = "interval"
     """NaN/inf guard on losses and gradients. interval: a device-side flag per stage, read
     every --log-every steps (no per-step host sync; the error still names the stage, the first
@@ -128,7 +138,12 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Also checkpoint every N steps (0 = only at epoch ends)."""
     resume: str | None = None
-    """Continue the run whose output dir is given (bitwise the same as not stopping)."""
+    """Continue the run whose output dir is given (bitwise the same as not stopping). Its
+    settings come from its checkpoint; flags given with it may only change resume-safe
+    settings (epochs, log/checkpoint intervals, progress, devices, ...)."""
+    overwrite: bool = False
+    """Start afresh in an output dir that holds another run's files, deleting them (without it
+    such a dir is refused, so two runs never mix)."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
@@ -150,6 +165,33 @@ class TrainConfig:
             raise ConfigError(
                 f"--batch-size {self.batch_size} is too small for a contrastive loss: "
                 "SupCon needs at least 2 samples; use --batch-size 2 or more"
+            )
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number (got {v})")
+        for name in ("log_every",):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})"
+                )
+        for name in ("max_steps", "checkpoint_every", "threads", "nproc"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})"
+                )
+        if self.width <= 0:
+            raise ConfigError(f"--width must be > 0 (got {self.width}), e.g. 0.25 or 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.nproc and self.nproc != self.stages:
+            raise ConfigError(
+                f"--nproc {self.nproc} does not match --stages {self.stages}: the dist executor "
+                f"runs one process per stage; pass --nproc {self.stages}"
+            )
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "--resume continues a run and --overwrite deletes one; pass only one of them"
             )
         if self.lr <= 0 or self.lr_min < 0:
             raise ConfigError("--lr must be > 0 and --lr-min >= 0")
@@ -179,6 +221,50 @@ class TrainConfig:
             raise ConfigError(
                 f"--partition {self.partition!r} must be comma-separated integers, e.g. 2,2,1,1"
             ) from None
+
+
+# How each setting relates to a run's result, classified once here. A field not listed
+# changes the result: a new field is safe by default (it names a different run folder and
+# must match on --resume) until it is classified here.
+#   "cosmetic": where and how a run reports or runs, never what it computes (bitwise the same
+#     result; executors are bitwise equal, so queue depth or device count do not matter).
+#   "extends":  changes the result but may change on --resume (a longer or shorter run of the
+#     same training).
+FIELD_CLASS: dict[str, str] = {
+    "data_dir": "cosmetic",
+    "download": "cosmetic",
+    "eval_batch_size": "cosmetic",
+    "test_every_epoch": "cosmetic",
+    "device": "cosmetic",
+    "devices": "cosmetic",
+    "queue_depth": "cosmetic",
+    "dist_timeout": "cosmetic",
+    "nproc": "cosmetic",
+    "log_every": "cosmetic",
+    "threads": "cosmetic",
+    "out": "cosmetic",
+    "checkpoint_every": "cosmetic",
+    "resume": "cosmetic",
+    "overwrite": "cosmetic",
+    "progress": "cosmetic",
+    "tensorboard": "cosmetic",
+    "epochs": "extends",
+}
+
+
+def field_class(name: str) -> str:
+    """'cosmetic', 'extends' or 'result' (the default) for a TrainConfig field."""
+    return FIELD_CLASS.get(name, "result")
+
+
+def result_fields(cls: type = TrainConfig) -> list[str]:
+    """Fields whose value changes what a run computes (everything not 'cosmetic')."""
+    return [f.name for f in fields(cls) if field_class(f.name) != "cosmetic"]
+
+
+def resume_safe(name: str) -> bool:
+    """May ``--name`` be given with --resume (it does not change the training so far)?"""
+    return field_class(name) != "result"
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -216,7 +302,15 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "embed_dim",
         "freeze_embeddings",
     ),
-    "method": ("method", "head", "proj_dim", "temperature", "supcon_norm", "last_supcon"),
+    "method": (
+        "method",
+        "head",
+        "proj_dim",
+        "temperature",
+        "supcon_norm",
+        "last_supcon",
+        "last_stage",
+    ),
     "data": (
         "dataset",
         "data_dir",
@@ -253,7 +347,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "threads",
     ),
     "output": ("out", "log_every", "test_every_epoch", "progress", "tensorboard"),
-    "reliability": ("nan_guard", "checkpoint_every", "resume", "smoke"),
+    "reliability": ("nan_guard", "checkpoint_every", "resume", "overwrite", "smoke"),
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from scpl.api import Pipeline, pipeline
 from scpl.common import (
@@ -25,7 +26,8 @@ from scpl.common import (
 )
 from scpl.data import DataBundle, load_dataset
 from scpl.data.augment import Augment
-from scpl.errors import ConfigError, ScplError
+from scpl.errors import ConfigError, DataError, ScplError
+from scpl.launch import bind_to_parent
 from scpl.methods import MethodConfig
 from scpl.models import MODELS, StagedModel, build_model
 from scpl.parallel import OptimConfig
@@ -37,14 +39,17 @@ from scpl.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from scpl.training.config import TrainConfig
+from scpl.training.config import TrainConfig, resume_safe
 from scpl.training.feed import DatasetFeed, LoaderFeed, infer_num_classes
 from scpl.training.outputs import (
     MetricsLog,
+    ProgressLines,
     atomic_write_json,
+    check_writable,
     cpu_copy,
     prepare_out_dir,
     progress,
+    unattended,
     versions,
 )
 
@@ -67,33 +72,49 @@ def train(
     own data: any iterables of ``(x, y)`` batches with a length, e.g. DataLoaders; their
     augmentation is theirs. ``model`` replaces the registered ``cfg.model`` by your own
     :class:`~scpl.StagedModel`.
+
+    Raises :class:`~scpl.errors.ScplError` (one line) for a run that cannot give an honest
+    result: an output dir holding another run, a resume with result-changing settings, training
+    labels of one class, a run of zero steps or one whose updates were all skipped.
     """
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = dist_env()
-    if cfg.executor == "dist":
-        if env.world_size != cfg.stages:
-            raise ConfigError(
-                f"--executor dist needs one process per stage ({cfg.stages}), found {env.world_size}; "
-                f"pass --nproc {cfg.stages} or launch with torchrun --nproc-per-node {cfg.stages}"
-            )
-        devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
+    dist = cfg.executor == "dist"
+    if dist and env.world_size != cfg.stages:
+        raise ConfigError(
+            f"--executor dist needs one process per stage ({cfg.stages}), found {env.world_size}; "
+            f"pass --nproc {cfg.stages} or launch with torchrun --nproc-per-node {cfg.stages}"
+        )
+    if train_loader is None and (val_loader is not None or test_loader is not None):
+        raise ConfigError("val_loader/test_loader need a train_loader too")
+    rank = env.rank if dist else 0
+    # The output folder (or the checkpoint a resumed run continues) is checked before any data
+    # is loaded, so a wrong folder fails in a second, not after minutes of loading.
+    ck = None
+    if cfg.resume:
+        out_dir = Path(cfg.resume)
+        ck_path = latest_checkpoint(out_dir, rank, cfg.stages if dist else 1)
+        check_writable(out_dir)
+        ck = load_checkpoint(ck_path)
+        check_resume_config(ck.get("config", {}), cfg)
+    else:
+        out_dir = prepare_out_dir(cfg, recipe, rank=env.rank if dist else None)
+    devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
+    if dist:
+        bind_to_parent()  # a rank dies with its launcher, never trains on alone
         if not cfg.devices and devices[0].type == "cuda":
             devices = [torch.device("cuda", env.local_rank)] * cfg.stages  # one GPU per rank
         init_distributed(devices[env.rank], cfg.dist_timeout)
         if env.rank != 0:
             echo = _silent  # rank 0 reports; every rank logs its own stage's metrics
-    else:
-        devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
-    if train_loader is None and (val_loader is not None or test_loader is not None):
-        raise ConfigError("val_loader/test_loader need a train_loader too")
-    out_dir = Path(cfg.resume) if cfg.resume else prepare_out_dir(cfg, recipe)
     seed_everything(cfg.seed)
-    device = devices[env.rank] if cfg.executor == "dist" else devices[0]  # batches are built here
+    device = devices[env.rank] if dist else devices[0]  # batches are built here
 
     # Data: a registered dataset in memory (uint8 images / int64 token ids, sampled by index and
     # augmented on the device), or the caller's own loaders.
+    data = None
     if train_loader is not None:
         feed = LoaderFeed(train_loader, val_loader, test_loader, device)
         data_name = "custom-loader"
@@ -115,16 +136,18 @@ def train(
                 f"model {cfg.model!r} takes {model_kind} data but {cfg.dataset!r} is a {data.kind} "
                 f"dataset; pick a {data.kind} model ({', '.join(models_of_kind(data.kind))})"
             )
+        check_splits(data)
         augment = None  # the paper uses no augmentation for text (batch of N, not 2N)
         if data.kind == "image":
             augment = Augment(cfg.augment, data.input_shape, data.mean, data.std).to(device)
         feed = DatasetFeed(data, augment, cfg.batch_size, cfg.eval_batch_size, device)
         data_name = cfg.dataset
+    check_classes(feed)
     steps_per_epoch = min(feed.full_steps, cfg.max_steps) if cfg.max_steps else feed.full_steps
 
     # Model -> method (heads, local losses) -> pipeline (where/when stages run).
     if model is None:
-        if train_loader is not None:
+        if data is None:
             x0, _ = feed.first_batch()
             x0 = x0[0] if isinstance(x0, tuple | list) else x0
             input_shape, num_classes, kwargs = (
@@ -186,8 +209,28 @@ def train(
         nan_guard=cfg.nan_guard,
         precision=cfg.precision,
     )
+    try:
+        summary = _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck)
+    except BaseException:
+        # Stop worker threads before the error propagates, on every path (a thread left running
+        # at exit aborts the interpreter); a close that fails too (e.g. the peer that caused the
+        # error is gone) must not hide the original error.
+        with contextlib.suppress(Exception):
+            pipe.close()
+        raise
+    if dist:
+        shutdown_distributed()
+    return summary
+
+
+def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck) -> dict:
+    """Epochs, model selection on validation and the final test (``train``'s body; the caller
+    closes the pipeline whatever happens here)."""
+    dist = cfg.executor == "dist"
+    steps_per_epoch = min(feed.full_steps, cfg.max_steps) if cfg.max_steps else feed.full_steps
     if not model.shapes_known:  # a user model without input_shape: learn it from a batch
         pipe.build(feed.first_batch()[0])
+    check_batch_norm(pipe, cfg, feed)
     params = pipe.parameters_count()
     echo(
         f"scpl: {model.name} ({model.num_stages} stages, partition {model.partition}) "
@@ -197,20 +240,17 @@ def train(
     )
     executor = pipe.executor
 
-    if cfg.executor == "dist":
+    if dist:
         # Start-up (data loading, model building) may take long; align ranks before the
         # steady state, whose waits are bounded by --dist-timeout.
         executor.barrier(max(600.0, cfg.dist_timeout))
     needs_input = getattr(executor, "needs_input", True)  # dist: only rank 0 reads data
-    log = MetricsLog(
-        out_dir,
-        cfg.tensorboard,
-        "metrics.jsonl" if env.rank == 0 else f"metrics.rank{env.rank}.jsonl",
-    )
     g = torch.Generator().manual_seed(cfg.seed)  # data order
     best = {"epoch": -1, "val_acc": -1.0, "state": None}
     train_seconds, samples_seen, step = 0.0, 0, 0
     start_epoch, start_i = 0, 0
+    # Per stage: has any update been applied (None until --nan-guard skip reports one)?
+    applied: dict[str, bool] = {}
 
     def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor) -> None:
         save_checkpoint(
@@ -227,21 +267,34 @@ def train(
                 "best": best,
                 "train_seconds": train_seconds,
                 "samples_seen": samples_seen,
+                "applied": applied,
                 "config": dataclasses.asdict(cfg),
+                "recipe": recipe,
             },
         )
 
-    if cfg.resume:
-        ck = load_checkpoint(
-            latest_checkpoint(out_dir, env.rank, env.world_size if cfg.executor == "dist" else 1)
-        )
-        check_resume_config(ck["config"], cfg)
+    if ck is not None:
         pipe.load_state_dict(ck["executor"])
         set_rng_state(ck["rng"])
         g.set_state(ck["data_g"])
         start_epoch, start_i, step = ck["epoch"], ck["next_i"], ck["step"]
         best, train_seconds, samples_seen = ck["best"], ck["train_seconds"], ck["samples_seen"]
+        applied = dict(ck.get("applied", {}))
         echo(f"scpl: resumed {out_dir} at epoch {start_epoch + 1}, step {step}")
+    log = MetricsLog(
+        out_dir,
+        cfg.tensorboard,
+        "metrics.jsonl" if env.rank == 0 else f"metrics.rank{env.rank}.jsonl",
+        resume_step=step if ck is not None else None,
+        echo=echo,
+    )
+    total_steps = steps_per_epoch * cfg.epochs
+    lines = (
+        ProgressLines(echo, total_steps, cfg.log_every)
+        if cfg.progress and unattended() and env.rank == 0
+        else None
+    )
+    means: dict[str, float] = {}
 
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -257,17 +310,21 @@ def train(
                 # handed (None, None) and receive from their neighbour.
                 pipe.step(x, y)
                 step += 1
-                samples_seen += cfg.batch_size if y is None else int(y.shape[0])
+                n = cfg.batch_size if y is None else int(y.shape[0])
+                samples_seen += n
                 if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
                     if i == steps_per_epoch - 1:
                         pipe.flush()
                     means = pipe.metrics()  # metrics of finished batches: one sync per interval
                     if cfg.nan_guard != "skip":
                         check_finite(means, step)
+                    note_skipped(means, applied)
                     bar.set_postfix_str(
                         " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
                     )
                     log.write({"kind": "train", "epoch": epoch, "step": step, **means})
+                if lines is not None:
+                    lines.step(f"epoch {epoch + 1}/{cfg.epochs}", step, n, means)
                 if (
                     cfg.checkpoint_every
                     and step % cfg.checkpoint_every == 0
@@ -308,12 +365,9 @@ def train(
                     "state": [cpu_copy(u) for u in pipe.unit_states()],
                 }
             checkpoint(epoch + 1, 0, g.get_state())
-    except BaseException:
-        # Stop worker threads before the error propagates; a close that fails too (e.g. the
-        # peer that caused the error is gone) must not hide the original error.
-        with contextlib.suppress(Exception):
-            pipe.close()
-        raise
+    finally:
+        log.close()
+    check_learned(step, applied, cfg)
 
     # The last weights (for inspection and resume checks), then the final number on the test
     # split from the epoch chosen on validation.
@@ -343,9 +397,6 @@ def train(
     }
     if env.rank == 0:
         atomic_write_json(out_dir / "summary.json", summary)
-    log.close()
-    if cfg.executor == "dist":
-        shutdown_distributed()
     return summary
 
 
@@ -359,38 +410,146 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
-# Fields that must match for a resumed run to continue the same computation.
-RESUME_FIELDS = (
-    "model",
-    "method",
-    "dataset",
-    "stages",
-    "partition",
-    "width",
-    "epochs",
-    "batch_size",
-    "lr",
-    "lr_min",
-    "lr_schedule",
-    "head",
-    "proj_dim",
-    "temperature",
-    "supcon_norm",
-    "augment",
-    "seed",
-    "max_steps",
-    "micro_batches",
-    "executor",
-)
-
-
 def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
-    """Refuse to resume with settings that would change the computation."""
+    """Refuse to resume with settings that would change the computation (every field whose
+    class in :data:`~scpl.training.config.FIELD_CLASS` is not resume-safe must match)."""
     now = dataclasses.asdict(cfg)
-    diff = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in RESUME_FIELDS if saved.get(k) != now[k]]
+    default = dataclasses.asdict(TrainConfig())
+    diff = [
+        f"--{k.replace('_', '-')} {saved.get(k, default.get(k))!r} -> {now[k]!r}"
+        for k in now
+        if not resume_safe(k) and saved.get(k, default.get(k)) != now[k]
+    ]
+    if "epochs" in saved and saved["epochs"] != now["epochs"] and now["lr_schedule"] == "cosine":
+        # The cosine schedule's length is fixed by the epochs it was planned for.
+        diff.append(f"--epochs {saved.get('epochs')!r} -> {now['epochs']!r} (cosine schedule)")
     if diff:
         raise ConfigError(
-            f"--resume with different settings ({'; '.join(diff)}); drop those overrides to continue the run"
+            f"--resume with settings that change the result ({'; '.join(diff)}); drop those "
+            "flags to continue the run (resume-safe: epochs under a constant LR, log and "
+            "checkpoint intervals, progress, devices, threads)"
+        )
+
+
+def resume_config(
+    run_dir: str, overrides: dict, cls: type = TrainConfig
+) -> tuple[TrainConfig, str]:
+    """The config and recipe a run saved in its newest checkpoint, with ``overrides`` (flags
+    given with --resume: None means not given) applied. Flags that would change the result
+    stop the run with one line listing them."""
+    run = Path(run_dir)
+    if run.is_file():
+        raise ScplError(f"--resume {run} is a file; pass the run's output folder")
+    newest = latest_checkpoint(run, 0, None)
+    saved = load_checkpoint(newest)
+    values = dict(saved.get("config", {}))
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in values.items() if k in names}  # fields since removed
+    given = {k: v for k, v in overrides.items() if k in names and v is not None}
+    changed = {k: v for k, v in given.items() if values.get(k, v) != v}
+    bad = sorted(k for k in changed if not resume_safe(k))
+    if values.get("lr_schedule", "cosine") == "cosine" and "epochs" in changed:
+        bad.append("epochs")
+    if bad:
+        listed = ", ".join(f"--{k.replace('_', '-')}" for k in bad)
+        why = (
+            f" (its cosine LR schedule was planned for {values['epochs']} epochs)"
+            if "epochs" in bad
+            else ""
+        )
+        raise ConfigError(
+            f"--resume {run}: {listed} would change the result of the run{why}; drop "
+            f"{'it' if len(bad) == 1 else 'them'} to continue it (its settings come from its "
+            "checkpoint), or start a new run with another --out"
+        )
+    values.update(given)
+    values["resume"] = str(run)
+    values["overwrite"] = False
+    cfg = cls(**values)
+    cfg.validate()
+    return cfg, str(saved.get("recipe", "custom"))
+
+
+def check_splits(data: DataBundle) -> None:
+    """Validation and test samples must have the training samples' shape (the model is built
+    for that one)."""
+    shape = tuple(data.train.x.shape[1:])
+    for name in ("val", "test"):
+        split = getattr(data, name)
+        if len(split) and data.kind == "image" and tuple(split.x.shape[1:]) != shape:
+            raise DataError(
+                f"{data.name}: {name} samples have shape {tuple(split.x.shape[1:])} but training "
+                f"samples {shape}; use {name} files of the same size as the training files"
+            )
+
+
+def check_classes(feed) -> None:
+    """Refuse training labels of a single class before training (every accuracy would be 100%
+    and nothing would have been learned)."""
+    labels = None
+    if isinstance(feed, DatasetFeed):
+        labels = feed.data.train.y
+    else:
+        ds = getattr(feed.train, "dataset", None)
+        labels = getattr(ds, "targets", None)
+        if labels is None and hasattr(ds, "tensors"):
+            labels = ds.tensors[-1]
+    if labels is None:
+        return
+    classes = torch.unique(torch.as_tensor(labels))
+    if classes.numel() < 2:
+        raise DataError(
+            f"the training labels hold a single class ({int(classes[0]) if classes.numel() else 'none'}); "
+            "a classifier needs at least two: check the label file or column"
+        )
+
+
+def check_batch_norm(pipe: Pipeline, cfg: TrainConfig, feed) -> None:
+    """BatchNorm cannot normalise one sample per channel: refuse (micro-)batches of one up
+    front instead of failing inside a stage."""
+    if not isinstance(feed, DatasetFeed):
+        return
+    views = feed.augment.num_views if feed.augment is not None else 1
+    per_micro = cfg.batch_size * views // max(1, cfg.micro_batches)
+    if per_micro >= 2:
+        return
+    bn = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    if any(isinstance(m, bn) for m in (pipe.units or pipe.model).modules()):
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} with --micro-batches {cfg.micro_batches} gives the "
+            "BatchNorm layers one sample per training (micro-)batch, which they cannot normalise; "
+            "use --batch-size 2 or more (or fewer --micro-batches)"
+        )
+
+
+def note_skipped(means: dict[str, float], applied: dict[str, bool]) -> None:
+    """Record, per stage, whether any update was applied (``stageL/skipped`` is the share of
+    skipped updates under --nan-guard skip)."""
+    for k, v in means.items():
+        stage, _, term = k.partition("/")
+        if term == "skipped":
+            applied[stage] = applied.get(stage, False) or v < 1.0
+
+
+def check_learned(steps: int, applied: dict[str, bool], cfg: TrainConfig) -> None:
+    """A run that trained nothing must not end like one that did."""
+    if steps == 0:
+        raise ScplError(
+            "the run trained zero steps; check --max-steps and that the training data yields batches"
+        )
+    never = sorted(k for k, v in applied.items() if not v)
+    if cfg.executor == "dist":
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            every: list = [None] * tdist.get_world_size()
+            tdist.all_gather_object(every, never)
+            never = sorted({k for part in every for k in part})
+    if never:
+        raise ScplError(
+            f"every update of {', '.join(s.replace('stage', 'stage ') for s in never)} was skipped "
+            f"by --nan-guard skip ({steps} steps): the run learned nothing; lower --lr or check the "
+            "data"
         )
 
 
@@ -433,4 +592,4 @@ def check_finite(means: dict[str, float], step: int) -> None:
             )
 
 
-__all__ = ["train"]
+__all__ = ["resume_config", "train"]

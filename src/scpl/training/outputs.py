@@ -1,13 +1,22 @@
 """What a run writes: its output folder, metrics log (JSON lines + TensorBoard), summary and
-provenance, and the progress bar."""
+provenance, and progress (a bar on a terminal, a line now and then when unattended).
+
+One folder holds one run. A folder that already holds another run's files is refused unless
+the run continues it (``--resume``) or replaces it (``--overwrite``), so two runs never mix
+their metrics, checkpoints or summaries.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import platform
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -15,23 +24,87 @@ import torch
 from scpl.atomic import atomic_write
 from scpl.errors import ConfigError, ScplError
 from scpl.provenance import git_commit, hardware
-from scpl.training.config import TrainConfig
+from scpl.training.config import TrainConfig, result_fields
+
+# Seconds between progress lines of an unattended run (stdout not a terminal).
+PROGRESS_SECONDS = 30.0
 
 
 def cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def prepare_out_dir(cfg: TrainConfig, recipe: str) -> Path:
-    """Create the output dir and check it is writable before any work is done."""
-    fields = dataclasses.asdict(cfg) | {"recipe": recipe}
+def config_id(cfg: TrainConfig) -> str:
+    """Eight hex digits naming every setting that changes the result (see
+    :data:`scpl.training.config.FIELD_CLASS`): runs that differ get different default folders."""
+    values = dataclasses.asdict(cfg)
+    key = json.dumps({k: values[k] for k in result_fields(type(cfg))}, sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def out_path(cfg: TrainConfig, recipe: str) -> Path:
+    """The output folder ``cfg.out`` names, with its ``{field}`` placeholders filled in."""
+    fields = dataclasses.asdict(cfg) | {"recipe": recipe, "config_id": config_id(cfg)}
     try:
-        out = Path(cfg.out.format(**fields))
+        return Path(cfg.out.format(**fields))
     except KeyError as e:
         raise ConfigError(
-            f"--out {cfg.out!r} names unknown field {e}; use config field names"
+            f"--out {cfg.out!r} names unknown field {e}; use config field names or {{config_id}}"
         ) from None
+    except (ValueError, IndexError, AttributeError) as e:
+        raise ConfigError(
+            f"--out {cfg.out!r} is not a valid folder template ({e}); write a literal brace as "
+            "{{ or }}, or name config fields as {model}"
+        ) from None
+
+
+def run_files(out: Path, rank: int | None = None) -> list[Path]:
+    """Files of a run in ``out``: every rank's (``rank=None``) or only those one rank writes
+    (under dist each rank checks its own files, so ranks starting together never race)."""
+    if not out.is_dir():
+        return []
+    if rank is None:
+        patterns = [
+            "summary.json",
+            "metrics*.jsonl",
+            "final.rank*.pt",
+            "checkpoints/ckpt-*",
+            "tb/metrics*",
+        ]
+    else:
+        log = "metrics" if rank == 0 else f"metrics.rank{rank}"
+        patterns = [
+            f"{log}.jsonl",
+            f"final.rank{rank}.pt",
+            f"checkpoints/ckpt-*.rank{rank}.pt*",
+            f"tb/{log}",
+        ]
+        if rank == 0:
+            patterns.append("summary.json")
+    return sorted({p for pat in patterns for p in out.glob(pat)})
+
+
+def prepare_out_dir(cfg: TrainConfig, recipe: str, rank: int | None = None) -> Path:
+    """Create the output dir, check it is writable and holds no other run (deleting that run's
+    files with ``cfg.overwrite``) before any work is done."""
+    out = out_path(cfg, recipe)
+    if out.exists() and not out.is_dir():
+        raise ScplError(f"--out {out} is a file; pass a folder")
+    old = run_files(out, rank)
+    if old and not cfg.overwrite:
+        names = ", ".join(str(p.relative_to(out)) for p in old[:3]) + (
+            ", ..." if len(old) > 3 else ""
+        )
+        raise ScplError(
+            f"output dir {out} holds another run ({names}); pass --resume {out} to continue it, "
+            "--overwrite true to replace it, or another --out"
+        )
     try:
+        for p in old:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test", delete=True)
         probe.close()
@@ -42,28 +115,84 @@ def prepare_out_dir(cfg: TrainConfig, recipe: str) -> Path:
     return out
 
 
+def check_writable(out: Path) -> None:
+    """Raise a one-line error unless ``out`` is a folder this process can write (a resumed run
+    writes checkpoints, metrics and its summary there)."""
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test", delete=True)
+        probe.close()
+    except OSError as e:
+        raise ScplError(
+            f"run folder {out} is not writable ({e.strerror}); make it writable, or copy the run "
+            "somewhere writable and --resume that copy"
+        ) from None
+
+
+def strict(obj):
+    """``obj`` with every non-finite float replaced by None: strict JSON (no NaN/Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """Strict JSON text (NaN and infinities become null)."""
+    return json.dumps(strict(obj), allow_nan=False, default=str, **kwargs)
+
+
 def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON via temp file + fsync + rename so a crash never leaves a half-written file."""
+    """Write strict JSON via temp file + fsync + rename so a crash never leaves a half-written
+    file."""
+    text = dumps(obj, indent=2)
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
+        f.write(text)
 
 
 class MetricsLog:
-    """JSON lines (always) and TensorBoard scalars (when installed)."""
+    """JSON lines (always) and TensorBoard scalars (when installed).
 
-    def __init__(self, out_dir: Path, tensorboard: bool, name: str = "metrics.jsonl") -> None:
-        self.f = open(out_dir / name, "a")
+    ``resume_step``: the step of the checkpoint a resumed run continues from; records logged
+    after it (by the interrupted process) are dropped, so no step appears twice."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        tensorboard: bool,
+        name: str = "metrics.jsonl",
+        resume_step: int | None = None,
+        echo=print,
+    ) -> None:
+        path = out_dir / name
+        if resume_step is not None and path.exists():
+            keep = []
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by the crash
+                if isinstance(rec, dict) and rec.get("step", 0) <= resume_step:
+                    keep.append(line)
+            with atomic_write(path, "w") as f:
+                f.write("".join(line + "\n" for line in keep))
+        self.f = open(path, "a")
         self.tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(out_dir / "tb" / name.removesuffix(".jsonl")))
-            except Exception:  # tensorboard not installed: JSONL is enough
-                self.tb = None
+            except ImportError:
+                echo(
+                    "scpl: note: tensorboard is not installed; writing metrics.jsonl only "
+                    "(pip install tensorboard, or pass --tensorboard false)"
+                )
 
     def write(self, rec: dict) -> None:
-        self.f.write(json.dumps(rec) + "\n")
+        self.f.write(dumps(rec) + "\n")
         self.f.flush()
         if self.tb is not None:
             for k, v in rec.items():
@@ -76,7 +205,40 @@ class MetricsLog:
             self.tb.close()
 
 
+class ProgressLines:
+    """Progress of an unattended run (stdout not a terminal: nohup, a scheduler, ``| tee``):
+    one line every ``every`` steps or ``seconds``, whichever comes first, with epoch, step,
+    losses, samples/s and ETA."""
+
+    def __init__(self, echo, total_steps: int, every: int, seconds: float = PROGRESS_SECONDS):
+        self.echo, self.total, self.every, self.seconds = echo, total_steps, every, seconds
+        self.t0 = self.last = time.perf_counter()
+        self.steps = self.samples = 0
+
+    def step(self, epoch: str, step: int, samples: int, means: dict[str, float]) -> None:
+        """Count one step; print a line when one is due (``means``: the latest logged losses)."""
+        self.steps += 1
+        self.samples += samples
+        now = time.perf_counter()
+        if self.steps % self.every and now - self.last < self.seconds:
+            return
+        self.last = now
+        elapsed = max(now - self.t0, 1e-9)
+        left = max(self.total - step, 0) * elapsed / self.steps
+        losses = " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
+        self.echo(
+            f"progress: {epoch} step {step}/{self.total} {losses} "
+            f"{self.samples / elapsed:.1f} samples/s ETA {_hms(left)}".replace("  ", " ")
+        )
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def progress(total: int, desc: str, enabled: bool):
+    """A progress bar on a terminal (stderr); nothing elsewhere (see :class:`ProgressLines`)."""
     from tqdm import tqdm
 
     return tqdm(
@@ -87,6 +249,14 @@ def progress(total: int, desc: str, enabled: bool):
         file=sys.stderr,
         dynamic_ncols=True,
     )
+
+
+def unattended() -> bool:
+    """Is stdout something other than a terminal (a file, a pipe, a scheduler's log)?"""
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return True
 
 
 def versions() -> dict:

@@ -116,7 +116,10 @@ def smoke_overrides(values: dict[str, Any]) -> dict[str, Any]:
         checkpoint_every=0,
         progress=False,
         tensorboard=False,
-        out=os.path.join(tempfile.gettempdir(), "scpl-smoke", "{recipe}-{model}-{method}-s{seed}"),
+        out=os.path.join(
+            tempfile.gettempdir(), "scpl-smoke", "{recipe}-{model}-{method}-s{seed}-{config_id}"
+        ),
+        overwrite=True,  # throwaway runs in a temp dir: a rerun replaces the last one
     )
 
 
@@ -140,7 +143,7 @@ def make_config(
         # Computed from the final model/dataset, so an experiment's overrides are shrunk too.
         shrink = smoke_overrides(values)
         if given.get("out") is not None:
-            del shrink["out"]
+            del shrink["out"], shrink["overwrite"]
         values.update(shrink)
     unknown = set(values) - names
     if unknown:
