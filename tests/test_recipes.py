@@ -23,7 +23,7 @@ PAPER = [r for r in RECIPES if r.startswith("paper-")]
 
 def test_paper_recipes_cover_every_method():
     for ds in ("cifar10", "cifar100", "tiny-imagenet"):
-        for model in ("convnet", "vgg", "resnet18"):
+        for model in ("vanilla-convnet", "vgg", "resnet18"):
             for method in ("bp", "early-exit", "al", "scpl"):
                 r = RECIPES[f"paper-{ds}-{model}-{method}"]
                 # The paper trains BP at batch 128 and the local methods at 1024.
@@ -51,7 +51,7 @@ def test_paper_recipe_smoke(recipe, tmp_path):
     [
         ("paper-cifar10-vgg-scpl", "synthetic:3x32x32:10:"),
         ("paper-cifar100-resnet18-al", "synthetic:3x32x32:100:"),
-        ("paper-tiny-imagenet-convnet-bp", "synthetic:3x64x64:200:"),
+        ("paper-tiny-imagenet-vanilla-convnet-bp", "synthetic:3x32x32:200:"),
         ("default", "synthetic:1x28x28:10:"),
         ("paper-dbpedia-lstm-early-exit", "synthetic-text:14:"),
         ("paper-sst2-transformer-scpl", "synthetic-text:2:"),
@@ -84,11 +84,21 @@ def test_smoke_applies_to_experiment_style_overrides(tmp_path):
 def test_cli_smoke_prints_the_result_line(tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(
-        ["train", "paper-cifar10-convnet-scpl", "--smoke", "--threads", "1", "--out", str(out)]
+        [
+            "train",
+            "paper-cifar10-vanilla-convnet-scpl",
+            "--smoke",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
     )
     assert rc == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("result recipe=paper-cifar10-convnet-scpl model=convnet method=scpl")
+    assert line.startswith(
+        "result recipe=paper-cifar10-vanilla-convnet-scpl model=vanilla-convnet method=scpl"
+    )
     assert "dataset=synthetic:3x32x32:10:" in line and f"out={out}" in line
     assert (out / "summary.json").is_file()
 

@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="override a config field for every run (repeatable)",
     )
+    g = p.add_argument_group("time to accuracy (accuracy per simulated wall time on K devices)")
+    g.add_argument(
+        "--time-to-accuracy",
+        action="store_true",
+        help="instead of the table: BP on 1 device, the best BP pipeline and each local method on "
+        "K simulated devices, each trained until BP's one-device time budget is spent; writes "
+        "time_to_accuracy.md/.csv/.json",
+    )
+    g.add_argument("--devices-sim", type=int, default=4, metavar="K", help="devices K [4]")
+    g.add_argument(
+        "--levels",
+        default=None,
+        help="validation accuracies to time, e.g. 0.8,0.85 [90/95/99%% of BP's best]",
+    )
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("list", help="list registered models, methods, datasets, executors, recipes")
@@ -211,6 +225,20 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _levels(text: str | None) -> tuple[float, ...] | None:
+    from scpl.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        levels = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or not all(0 < v <= 1 for v in levels):
+        raise ConfigError(f"--levels {text!r} must be accuracies in (0, 1], e.g. 0.8,0.85")
+    return levels
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -224,6 +252,23 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.smoke:
         overrides["smoke"] = True
+    if args.time_to_accuracy:
+        from scpl.studies.time_to_accuracy import run_time_to_accuracy
+
+        run_time_to_accuracy(
+            args.name,
+            args.trials,
+            out,
+            args.devices_sim,
+            overrides,
+            tuple(args.methods.split(",")) if args.methods else None,
+            tuple(args.models.split(",")) if args.models else None,
+            _levels(args.levels),
+            reuse=not args.no_reuse,
+        )
+        print((out / "time_to_accuracy.md").read_text())
+        print(f"wrote {out}/time_to_accuracy.md, .csv, .json and runs.jsonl")
+        return 0
     table = run_experiment(
         args.name,
         args.trials,

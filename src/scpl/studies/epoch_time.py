@@ -131,7 +131,7 @@ class Setup:
 
 def resolve(opts: EpochTimeOptions) -> Setup:
     """Check every name and number; one-line ConfigErrors that list valid choices."""
-    from scpl.data.augment import AUGMENTS
+    from scpl.data.augment import AUGMENTS, num_views
     from scpl.data.base import dataset_spec
     from scpl.methods import METHODS, build_method
     from scpl.models import MODELS
@@ -205,7 +205,7 @@ def resolve(opts: EpochTimeOptions) -> Setup:
         shape,
         num_classes,
         train_size,
-        2 if augment == "two-view" else 1,
+        num_views(augment),
         opts.head or ("mlp" if kind == "image" else "identity"),
         kw,
         micro,

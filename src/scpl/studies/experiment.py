@@ -12,12 +12,9 @@ Each run's epoch is selected on the validation split; the test split only gives 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ import torch
 
 from scpl.errors import ConfigError
 from scpl.provenance import git_commit, hardware, num_cpus
+from scpl.report.accuracy import summarise, write_curves, write_tables
 from scpl.training.config import TrainConfig, field_class
 from scpl.training.recipes import RECIPES, make_config
 
@@ -70,6 +68,7 @@ _FMNIST = dict(
     threads=1,
 )
 _FMNIST_WIDTH = {"convnet": dict(width=0.25), "vgg": dict(width=0.125)}
+_FMNIST_PAPER_WIDTH = {"vanilla-convnet": dict(width=0.25), "vgg": dict(width=0.125)}
 
 EXPERIMENTS: dict[str, Experiment] = {
     "fmnist": Experiment(
@@ -123,6 +122,45 @@ EXPERIMENTS: dict[str, Experiment] = {
         _FMNIST_WIDTH,
         title="Fashion-MNIST convnet, 4 full epochs: BP vs SCPL test accuracy per epoch",
     ),
+    # Issue 14: the paper's networks, the authors' augmentation, the last stage, AL's defaults.
+    "fmnist-paper-nets": Experiment(
+        "default",
+        ("vanilla-convnet", "vgg"),
+        method_rows(METHODS_ALL),
+        _FMNIST,
+        _FMNIST_PAPER_WIDTH,
+        title="Fashion-MNIST, the paper's vanilla ConvNet and VGG (reduced width): all methods",
+    ),
+    "fmnist-ablate-augment": Experiment(
+        "default",
+        ("vanilla-convnet",),
+        {
+            f"{m} {a}": {"method": m, "augment": a}
+            for m in ("bp", "scpl")
+            for a in ("two-view", "two-view-ref")
+        },
+        _FMNIST,
+        _FMNIST_PAPER_WIDTH,
+        baseline=None,
+        title="Two strong views (Khosla) vs the authors' weak + strong views",
+    ),
+    "fmnist-ablate-last": Experiment(
+        "default",
+        ("vanilla-convnet",),
+        {ls: {"method": "scpl", "last_stage": ls} for ls in ("ce+supcon", "ce", "detached")},
+        _FMNIST,
+        _FMNIST_PAPER_WIDTH,
+        baseline=None,
+        title="SCPL's last stage: CE + SupCon (Delog-SCL text) / CE / detached (authors' code)",
+    ),
+    "fmnist-tta": Experiment(
+        "default",
+        ("vanilla-convnet",),
+        method_rows(METHODS_ALL),
+        _FMNIST,
+        _FMNIST_PAPER_WIDTH,
+        title="Fashion-MNIST vanilla ConvNet: accuracy per simulated wall time (--time-to-accuracy)",
+    ),
     # Seconds-long version executed by the tests.
     "smoke": Experiment(
         "smoke", ("convnet",), method_rows(("bp", "scpl")), dict(epochs=2, max_steps=6)
@@ -133,7 +171,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 for _ds in ("cifar10", "cifar100", "tiny-imagenet"):
     EXPERIMENTS[f"paper-{_ds}"] = Experiment(
         f"paper-{_ds}-vgg-scpl",
-        ("convnet", "vgg", "resnet18"),
+        ("vanilla-convnet", "vgg", "resnet18"),
         method_rows(METHODS_ALL, {"bp": {"batch_size": 128}}),
         title=f"{_ds}: BP / Early Exit / AL / SCPL (SCPL appendix Tables 7-8, Delog-SCL Tables 2-4)",
     )
@@ -155,7 +193,7 @@ EXPERIMENTS.update(
         ),
         "paper-ablate-batch": Experiment(
             "paper-cifar10-vgg-scpl",
-            ("convnet", "vgg", "resnet18"),
+            ("vanilla-convnet", "vgg", "resnet18"),
             {f"batch {b}": {"batch_size": b} for b in (128, 256, 512, 1024)},
             baseline=None,
             title="CIFAR-10 SCPL batch size (Delog-SCL Table 8)",
@@ -172,8 +210,8 @@ EXPERIMENTS.update(
             title="CIFAR-10 multiple short vs one long gradient flow (Delog-SCL Fig. 4)",
         ),
         "paper-curves": Experiment(
-            "paper-cifar100-convnet-scpl",
-            ("convnet",),
+            "paper-cifar100-vanilla-convnet-scpl",
+            ("vanilla-convnet",),
             method_rows(("bp", "scpl"), {"bp": {"batch_size": 128}}),
             dict(test_every_epoch=True),
             title="CIFAR-100 vanilla ConvNet test accuracy vs epoch, BP vs SCPL (Delog-SCL Fig. 5)",
@@ -213,19 +251,41 @@ def run_experiment(
     a run whose settings equal a finished run of a sibling experiment (same parent dir) is
     taken from there instead of being trained again.
     """
-    from scpl.training.loop import train
-
     exp = resolve_experiment(name)
     if trials < 1:
         raise ConfigError(f"--trials {trials} must be >= 1")
     models = models or exp.models
     selected = _select_rows(exp, methods, rows)
+    runs = train_runs(exp, name, trials, out_dir, models, selected, overrides, reuse, echo)
+    table = summarise(runs, models, selected)
+    table["baseline"] = exp.baseline if exp.baseline in selected else None
+    meta = run_meta(name, exp, trials)
+    write_tables(table, out_dir, meta)
+    write_curves(runs, models, selected, out_dir, exp.title or name)
+    return table
+
+
+def train_runs(
+    exp: Experiment,
+    name: str,
+    trials: int,
+    out_dir: Path,
+    models,
+    labels,
+    overrides: dict | None = None,
+    reuse: bool = True,
+    echo=print,
+) -> list[dict]:
+    """Train (or take from runs.jsonl / a sibling experiment) every (model, row, seed) of
+    ``exp`` for the given row labels; return their records."""
+    from scpl.training.loop import train
+
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_path = out_dir / "runs.jsonl"
     done = _done_runs(runs_path)  # an interrupted experiment continues where it stopped
     siblings = _sibling_runs(out_dir) if reuse else {}
     for model in models:
-        for label in selected:
+        for label in labels:
             for seed in range(trials):
                 key = (model, label, seed)
                 if key in done:
@@ -253,13 +313,7 @@ def run_experiment(
                 with open(runs_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 done[key] = rec
-    runs = [r for k, r in done.items() if k[0] in models and k[1] in selected]
-    table = summarise(runs, models, selected)
-    table["baseline"] = exp.baseline if exp.baseline in selected else None
-    meta = _meta(name, exp, trials)
-    write_tables(table, out_dir, meta)
-    write_curves(runs, models, selected, out_dir, exp.title or name)
-    return table
+    return [r for k, r in done.items() if k[0] in models and k[1] in labels]
 
 
 def _select_rows(exp: Experiment, methods, rows) -> list[str]:
@@ -350,49 +404,8 @@ def _done_runs(path: Path) -> dict:
     return done
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summarise(runs: list[dict], models, rows) -> dict:
-    """mean ± std of test accuracy (in %), seconds per epoch and parameters per (row, model)."""
-    cells = {}
-    for label in rows:
-        for model in models:
-            rs = [r for r in runs if r["model"] == model and r["row"] == label]
-            if not rs:
-                continue
-            acc = _mean_std([100 * r["test_acc"] for r in rs])
-            # Seconds per training epoch: each epoch's own time when recorded, else the average.
-            per_epoch = []
-            for r in rs:
-                ep = [
-                    e["epoch_train_seconds"]
-                    for e in r.get("epochs", [])
-                    if "epoch_train_seconds" in e
-                ]
-                n_ep = r["config"].get("epochs", 1) if "config" in r else 1
-                per_epoch.append(statistics.mean(ep) if ep else r["train_seconds"] / n_ep)
-            train_s = _mean_std(per_epoch)
-            test_s = _mean_std([r.get("test_seconds") for r in rs])
-            cells[(label, model)] = {
-                "mean": acc[0],
-                "std": acc[1],
-                "n": len(rs),
-                "train_s": train_s,
-                "test_s": test_s,
-                "samples_per_s": statistics.mean(r["samples_per_s"] for r in rs),
-                "steps_per_epoch": rs[0].get("steps_per_epoch"),
-                "params": rs[0]["params"],
-                "best_epochs": [r["best_epoch"] for r in rs],
-            }
-    return {"models": list(models), "rows": list(rows), "cells": cells}
-
-
-def _meta(name: str, exp: Experiment, trials: int) -> dict:
+def run_meta(name: str, exp: Experiment, trials: int) -> dict:
+    """Provenance of an experiment's tables: command, date, host, hardware, torch, commit."""
     return {
         "experiment": name,
         "title": exp.title,
@@ -409,171 +422,6 @@ def _meta(name: str, exp: Experiment, trials: int) -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "commit": git_commit(),
     }
-
-
-def _fmt_ms(ms: tuple[float, float], digits: int = 1) -> str:
-    if math.isnan(ms[0]):
-        return "–"
-    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
-
-
-def write_tables(table: dict, out_dir: Path, meta: dict) -> None:
-    """table.md (accuracy, parameters, seconds per epoch) and table.csv."""
-    models, rows, cells = table["models"], table["rows"], table["cells"]
-    baseline = table.get("baseline")
-
-    def grid(cell_text) -> list[str]:
-        """A rows × models Markdown table; ``cell_text(label, model, cell)`` fills a cell."""
-        out = ["| | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-        for label in rows:
-            texts = []
-            for model in models:
-                c = cells.get((label, model))
-                texts.append("–" if c is None else cell_text(label, model, c))
-            out.append(f"| {label} | " + " | ".join(texts) + " |")
-        return out
-
-    def accuracy(label: str, model: str, c: dict) -> str:
-        base = cells.get((baseline, model)) if baseline else None
-        dagger = " †" if base and label != baseline and c["mean"] > base["mean"] else ""
-        text = f"{c['mean']:.2f} ± {c['std']:.2f}{dagger}"
-        # Like the paper: the winner among the non-baseline rows in bold.
-        others = [cells[(r, model)]["mean"] for r in rows if r != baseline and (r, model) in cells]
-        if baseline and label != baseline and len(others) > 1 and c["mean"] == max(others):
-            text = f"**{text}**"
-        return text
-
-    lines = [f"# {meta.get('title') or meta['experiment']}", ""]
-    lines += [
-        f"Test accuracy (%), mean ± std over {meta['trials']} seed(s); each run's epoch chosen on "
-        "the validation split"
-        + (f"; † = higher mean than {baseline}" if baseline else "")
-        + ("; bold = best of the others." if baseline and len(rows) > 2 else "."),
-        "",
-        *grid(accuracy),
-        "",
-        "Parameters, training / inference (Delog-SCL Table 5: heads, local classifiers, AL's "
-        "bridges and encoders are training-only; AL's decoders are also used at inference):",
-        "",
-        *grid(lambda label, model, c: _params(c["params"])),
-        "",
-        "Seconds per epoch, train / test (mean ± std over seeds; Delog-SCL Table 7). Train: one "
-        "training epoch as run (steps per epoch below); test: one pass over the test split:",
-        "",
-        *grid(
-            lambda label, model, c: (
-                f"{_fmt_ms(c['train_s'])} / {_fmt_ms(c['test_s'], 2)} "
-                f"({c['steps_per_epoch']} steps, {c['samples_per_s']:.0f} samples/s)"
-            )
-        ),
-    ]
-    lines += ["", "```", json.dumps(meta, indent=1), "```"]
-    (out_dir / "table.md").write_text("\n".join(lines) + "\n")
-    with open(out_dir / "table.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "row",
-                "model",
-                "mean_acc",
-                "std_acc",
-                "n",
-                "train_s_per_epoch",
-                "train_s_std",
-                "test_s",
-                "test_s_std",
-                "steps_per_epoch",
-                "samples_per_s",
-                "params_training",
-                "params_inference",
-                "params_affiliated",
-                "best_epochs",
-            ]
-        )
-        for (label, model), c in cells.items():
-            p = c["params"]
-            w.writerow(
-                [
-                    label,
-                    model,
-                    f"{c['mean']:.4f}",
-                    f"{c['std']:.4f}",
-                    c["n"],
-                    f"{c['train_s'][0]:.3f}",
-                    f"{c['train_s'][1]:.3f}",
-                    f"{c['test_s'][0]:.3f}",
-                    f"{c['test_s'][1]:.3f}",
-                    c["steps_per_epoch"],
-                    f"{c['samples_per_s']:.2f}",
-                    p.get("training", p["effective"] + p["affiliated"]),
-                    p["effective"],
-                    p["affiliated"],
-                    " ".join(map(str, c["best_epochs"])),
-                ]
-            )
-
-
-def _params(p: dict) -> str:
-    training = p.get("training", p["effective"] + p["affiliated"])
-    return f"{training / 1e6:.2f}M / {p['effective'] / 1e6:.2f}M"
-
-
-def write_curves(runs: list[dict], models, rows, out_dir: Path, title: str) -> None:
-    """curves.csv (every run's test/val accuracy per epoch) and curves.png (mean ± std)."""
-    points = [
-        (r["model"], r["row"], r["seed"], e)
-        for r in runs
-        for e in r.get("epochs", [])
-        if "test_acc" in e
-    ]
-    if not points:
-        return
-    with open(out_dir / "curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "row", "seed", "epoch", "test_acc", "val_acc"])
-        for model, label, seed, e in points:
-            w.writerow([model, label, seed, e["epoch"] + 1, e["test_acc"], e.get("val_acc")])
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.8), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        for label in rows:
-            by_epoch: dict[int, list[float]] = {}
-            for m, lab, _, e in points:
-                if m == model and lab == label:
-                    by_epoch.setdefault(e["epoch"] + 1, []).append(100 * e["test_acc"])
-            if not by_epoch:
-                continue
-            xs = sorted(by_epoch)
-            mean = [statistics.mean(by_epoch[x]) for x in xs]
-            std = [statistics.stdev(by_epoch[x]) if len(by_epoch[x]) > 1 else 0.0 for x in xs]
-            (line,) = ax.plot(xs, mean, marker="o", label=label)
-            ax.fill_between(
-                xs,
-                [m - s for m, s in zip(mean, std, strict=True)],
-                [m + s for m, s in zip(mean, std, strict=True)],
-                color=line.get_color(),
-                alpha=0.2,
-            )
-        ax.set_title(model)
-        steps = {r.get("steps_per_epoch") for r in runs if r["model"] == model}
-        per = f" ({steps.pop()} steps each)" if len(steps) == 1 and None not in steps else ""
-        ax.set_xlabel(f"epoch{per}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(
-        f"{title}\n(mean ± std over seeds; test accuracy recorded, not used for selection)",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=110)
-    plt.close(fig)
 
 
 __all__ = [

@@ -1,0 +1,305 @@
+"""Accuracy per unit of wall time on K devices: ``scpl experiment NAME --time-to-accuracy
+--devices-sim K``.
+
+What users buy SCPL for is accuracy per second on K devices, so this puts every method's
+validation curve on a time axis:
+
+1. **Step time.** For each model, the op costs of one training step (FLOPs of F, L, B per stage
+   on a compute-bound device, :func:`scpl.perf.measure.flop_op_costs`, with the run's partition,
+   head and batch of 2N inputs under two-view augmentation) go through the discrete-event
+   simulator (:mod:`scpl.perf.simulate`): BP on one device (every op in a row), the best BP
+   pipeline on K devices (``nmp``, ``gpipe`` and ``pipedream-1f1b`` at m = 2, 4, 8 micro-batches:
+   the fastest steady state), and each local method on K devices (``scpl`` schedule). Only
+   ratios of step times matter; they are reported as seconds of the simulated device.
+2. **Equal budget.** The budget is BP's one-device run: its steps times its step time. Because a
+   cosine schedule ties accuracy to the run's own length, the accuracy at equal wall time comes
+   from runs *whose schedule ends at that budget*: a contender s times faster per step than BP
+   on one device trains for s x BP's steps (same epochs, more steps per epoch), never from
+   reading a longer run's curve.
+3. **Tables.** Per contender: simulated seconds per step, speed-up, steps at the budget, test
+   accuracy at the budget (mean ± std over seeds; epoch chosen on validation), and the simulated
+   time at which its validation curve (one point per epoch) first reaches each accuracy level.
+
+Writes ``time_to_accuracy.md`` / ``.csv`` / ``.json`` next to the experiment's tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from scpl.errors import ConfigError
+from scpl.report.accuracy import mean_std
+from scpl.studies.experiment import resolve_experiment, run_meta, train_runs
+from scpl.training.config import TrainConfig
+from scpl.training.recipes import make_config
+
+BP_PIPELINES: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("nmp", (1,)),
+    ("gpipe", (2, 4, 8)),
+    ("pipedream-1f1b", (2, 4, 8)),
+)
+"""BP schedules (and micro-batch counts) tried for the best BP pipeline on K devices."""
+SIM_BATCHES = 16
+"""Mini-batches simulated per schedule; the step time is the steady state after the fill."""
+LOCAL_METHODS = ("early-exit", "al", "scpl")
+
+
+@dataclass
+class Contender:
+    """One way of spending the budget: a method on some devices with a schedule."""
+
+    label: str
+    method: str
+    schedule: str
+    devices: int
+    micro: int
+    sec_per_step: float
+    """Simulated seconds per training step."""
+
+
+def run_costs(cfg: TrainConfig, method: str):
+    """Mini-batch op costs {stage: {op: s}} of ``cfg``'s model under ``method`` (FLOPs of a
+    compute-bound device; U and transfers free), at the batch the stages really see."""
+    from scpl.data import dataset_spec
+    from scpl.data.augment import num_views
+    from scpl.perf.measure import flop_op_costs
+
+    spec = dataset_spec(cfg.dataset)
+    if spec.kind == "image":
+        shape, views, kw = tuple(spec.input_shape), num_views(cfg.augment), {}
+    else:
+        shape, views = (cfg.max_len or 64,), 1
+        kw = {"vocab_size": cfg.vocab_size, "embed_dim": cfg.embed_dim}
+    return flop_op_costs(
+        cfg.model,
+        method,
+        cfg.stages,
+        cfg.width,
+        shape,
+        spec.num_classes or 2,
+        cfg.batch_size * views,
+        cfg.partition_list(),
+        head=cfg.head,
+        proj_dim=cfg.proj_dim,
+        model_kwargs=kw,
+        seed=cfg.seed,
+    )
+
+
+def simulated_step(costs, schedule: str, num_stages: int, micro: int, local: bool) -> float:
+    """Steady-state seconds per mini-batch of ``schedule`` on ``num_stages`` devices."""
+    from scpl.perf.emulate import per_micro
+    from scpl.perf.simulate import simulate
+
+    sim = simulate(schedule, num_stages, per_micro(costs, micro), SIM_BATCHES, micro, local)
+    return 1.0 / sim.steady_rate(warmup=2)
+
+
+def contenders(cfg: TrainConfig, methods: list[str], num_devices: int) -> list[Contender]:
+    """BP on one device, the fastest BP pipeline on K devices and every local method of
+    ``methods`` on K devices, with their simulated step times (``cfg.stages`` must be K)."""
+    from scpl.data import dataset_spec
+    from scpl.data.augment import num_views
+
+    views = num_views(cfg.augment) if dataset_spec(cfg.dataset).kind == "image" else 1
+    inputs = cfg.batch_size * views
+    bp = run_costs(cfg, "bp")
+    one = sum(v for ops in bp.values() for k, v in ops.items() if k in ("F", "L", "B", "U"))
+    out = [Contender("BP, 1 device", "bp", "one device", 1, 1, one)]
+    best: Contender | None = None
+    for schedule, micros in BP_PIPELINES:
+        for m in micros:
+            if inputs % m:
+                continue
+            t = simulated_step(bp, schedule, num_devices, m, local=False)
+            if best is None or t < best.sec_per_step:
+                name = schedule if m == 1 else f"{schedule}, m={m}"
+                best = Contender(
+                    f"BP, best pipeline ({name}), {num_devices} devices",
+                    "bp",
+                    schedule,
+                    num_devices,
+                    m,
+                    t,
+                )
+    if best is not None and num_devices > 1:
+        out.append(best)
+    for method in LOCAL_METHODS:
+        if method in methods:
+            t = simulated_step(run_costs(cfg, method), "scpl", num_devices, 1, local=True)
+            label = f"{METHOD_NAMES.get(method, method)}, {num_devices} devices"
+            out.append(Contender(label, method, "scpl", num_devices, 1, t))
+    return out
+
+
+METHOD_NAMES = {"early-exit": "Early Exit", "al": "AL", "scpl": "SCPL", "bp": "BP"}
+
+
+def budget_rows(cands: list[Contender], epochs: int, steps: int, spe_full: int) -> dict[str, dict]:
+    """Experiment rows that spend BP's one-device budget: each contender trains for
+    budget / its step time steps over the same number of epochs (more steps per epoch; more
+    epochs only when an epoch would run out of data)."""
+    budget = steps * cands[0].sec_per_step
+    rows = {}
+    for c in cands:
+        want = max(1, round(budget / c.sec_per_step))
+        n_ep = max(epochs, math.ceil(want / spe_full))
+        per = max(1, math.ceil(want / n_ep))
+        rows[c.label] = {"method": c.method, "epochs": n_ep, "max_steps": per}
+    return rows
+
+
+def run_time_to_accuracy(
+    name: str,
+    trials: int,
+    out_dir: Path,
+    num_devices: int,
+    overrides: dict | None = None,
+    methods: tuple[str, ...] | None = None,
+    models: tuple[str, ...] | None = None,
+    levels: tuple[float, ...] | None = None,
+    reuse: bool = True,
+    echo=print,
+) -> dict:
+    """Train the equal-budget runs of experiment ``name`` (see the module docstring) and write
+    time_to_accuracy.md/.csv/.json to ``out_dir``; return the result per model."""
+    from scpl.data import load_dataset
+
+    exp = resolve_experiment(name)
+    if num_devices < 1:
+        raise ConfigError(f"--devices-sim {num_devices} must be >= 1, e.g. 4")
+    if trials < 1:
+        raise ConfigError(f"--trials {trials} must be >= 1")
+    default_method = make_config(exp.recipe).method
+    row_methods = [r.get("method", default_method) for r in exp.rows.values()]
+    wanted = [m for m in row_methods if methods is None or m in methods]
+    if "bp" not in wanted:
+        wanted = ["bp", *wanted]  # the budget is BP's
+    result = {}
+    for model in models or exp.models:
+        values = {**exp.overrides, **exp.per_model.get(model, {}), **(overrides or {})}
+        values.update(model=model, stages=num_devices)
+        cfg = make_config(exp.recipe, {**values, "method": "bp"})
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed)
+        spe_full = max(1, len(data.train) // cfg.batch_size)
+        spe = min(spe_full, cfg.max_steps) if cfg.max_steps else spe_full
+        cands = contenders(cfg, wanted, num_devices)
+        rows = budget_rows(cands, cfg.epochs, spe * cfg.epochs, spe_full)
+        sub = replace(exp, rows=rows, overrides={**exp.overrides, "stages": num_devices})
+        echo(
+            f"time-to-accuracy {name} {model}: "
+            + "; ".join(f"{c.label} {c.sec_per_step * 1e3:.3g} ms/step" for c in cands)
+        )
+        runs = train_runs(sub, name, trials, out_dir, (model,), list(rows), overrides, reuse, echo)
+        result[model] = summarise_budget(cands, runs, rows, levels)
+    meta = run_meta(name, exp, trials) | {"devices_sim": num_devices}
+    write_time_to_accuracy(result, out_dir, meta)
+    return result
+
+
+def summarise_budget(cands, runs, rows, levels) -> dict:
+    """Per contender: step time, speed-up, steps, test accuracy (mean ± std) and the simulated
+    time its validation curve first reaches each level (mean over seeds that reach it)."""
+    by = {c.label: [r for r in runs if r["row"] == c.label] for c in cands}
+    if levels is None:
+        # Default levels: fractions of BP's best validation accuracy on one device.
+        bp_best = [max(e["val_acc"] for e in r["epochs"]) for r in by[cands[0].label]]
+        top = sum(bp_best) / len(bp_best) if bp_best else 0.0
+        levels = tuple(round(f * top, 3) for f in (0.9, 0.95, 0.99))
+    out = []
+    for c in cands:
+        rs = by[c.label]
+        acc = mean_std([100 * r["test_acc"] for r in rs])
+        reach = {}
+        for lv in levels:
+            times = []
+            for r in rs:
+                spe = r.get("steps_per_epoch") or rows[c.label]["max_steps"]
+                hit = [e for e in r["epochs"] if e.get("val_acc", -1) >= lv]
+                if hit:
+                    times.append((hit[0]["epoch"] + 1) * spe * c.sec_per_step)
+            reach[f"{lv:g}"] = {"seconds": sum(times) / len(times) if times else None}
+            reach[f"{lv:g}"]["reached"] = f"{len(times)}/{len(rs)}"
+        out.append(
+            {
+                **asdict(c),
+                "speedup": cands[0].sec_per_step / c.sec_per_step,
+                "steps": rows[c.label]["epochs"] * rows[c.label]["max_steps"],
+                "test_acc": acc,
+                "n": len(rs),
+                "reach": reach,
+            }
+        )
+    return {"levels": list(levels), "contenders": out}
+
+
+def write_time_to_accuracy(result: dict, out_dir: Path, meta: dict) -> None:
+    """time_to_accuracy.md (one table per model), .csv and .json."""
+    k = meta["devices_sim"]
+    lines = [
+        f"# Time to accuracy on {k} simulated devices: {meta.get('title') or meta['experiment']}",
+        "",
+        "Step times: FLOPs per op on a compute-bound device through the pipeline simulator "
+        "(relative units: seconds of a 1 TFLOP/s device). Every row trains until BP's one-device "
+        "budget is spent (its own schedule ends there). Accuracy: test, mean ± std over "
+        f"{meta['trials']} seed(s), epoch chosen on validation. Time to level: simulated "
+        "seconds until the validation accuracy first reaches it (mean over the seeds that do).",
+        "",
+    ]
+    rows_csv = []
+    for model, res in result.items():
+        lv = [f"{x:g}" for x in res["levels"]]
+        lines += [
+            f"## {model}",
+            "",
+            "| contender | s/step | speed-up | steps | test acc (%) | "
+            + " | ".join(f"time to val {x}" for x in lv)
+            + " |",
+            "|---|---|---|---|---|" + "---|" * len(lv),
+        ]
+        for c in res["contenders"]:
+            cells = []
+            for x in lv:
+                r = c["reach"][x]
+                cells.append(
+                    "–" if r["seconds"] is None else f"{r['seconds']:.3g} ({r['reached']})"
+                )
+            m, s = c["test_acc"]
+            lines.append(
+                f"| {c['label']} | {c['sec_per_step']:.3g} | {c['speedup']:.2f}x | {c['steps']} "
+                f"| {m:.2f} ± {s:.2f} | " + " | ".join(cells) + " |"
+            )
+            rows_csv.append(
+                [model, c["label"], c["method"], c["schedule"], c["devices"], c["micro"]]
+                + [f"{c['sec_per_step']:.6g}", f"{c['speedup']:.4f}", c["steps"]]
+                + [f"{m:.4f}", f"{s:.4f}", c["n"]]
+                + [c["reach"][x]["seconds"] for x in lv]
+            )
+        lines.append("")
+    lines += ["```", json.dumps(meta, indent=1), "```"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "time_to_accuracy.md").write_text("\n".join(lines) + "\n")
+    with open(out_dir / "time_to_accuracy.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        first = next(iter(result.values()), {"levels": []})
+        w.writerow(
+            ["model", "contender", "method", "schedule", "devices", "micro", "sec_per_step"]
+            + ["speedup", "steps", "test_acc", "test_acc_std", "n"]
+            + [f"time_to_{x:g}" for x in first["levels"]]
+        )
+        w.writerows(rows_csv)
+    (out_dir / "time_to_accuracy.json").write_text(json.dumps(result, indent=1, default=str))
+
+
+__all__ = [
+    "Contender",
+    "contenders",
+    "run_costs",
+    "run_time_to_accuracy",
+    "simulated_step",
+    "write_time_to_accuracy",
+]
