@@ -285,6 +285,7 @@ def pipeline(
     emulate: dict | None = None,
     record: bool = False,
     precision: str = "fp32",
+    dist_timeout: float | None = None,
     **method_options,
 ) -> Pipeline:
     """Put ``model`` under a learning ``method`` on ``devices`` and return a :class:`Pipeline`.
@@ -308,6 +309,8 @@ def pipeline(
             before every update: one host sync per stage per step) or ``"skip"`` the update.
         precision: ``"fp32"``, ``"bf16"`` (autocast per stage) or ``"fp16"`` (autocast and a
             GradScaler per stage; local-loss methods only).
+        dist_timeout: ``executor="dist"``: seconds any wait for a peer may take before the run
+            stops with an error naming it.
     """
     if not isinstance(model, StagedModel):
         raise ConfigError(
@@ -340,7 +343,7 @@ def pipeline(
         raise ConfigError(f"queue_depth={queue_depth} must be >= 1")
     devs = _devices(devices, model.num_stages)
     options = ExecutorOptions(
-        schedule, micro_batches, queue_depth, emulate, record, nan_guard, precision
+        schedule, micro_batches, queue_depth, emulate, record, nan_guard, precision, dist_timeout
     )
     if optimizer is None and "lr" in meth.config_defaults:
         optimizer = OptimConfig(lr=meth.config_defaults["lr"])  # e.g. AL's own constant lr

@@ -230,6 +230,9 @@ class ExecutorOptions:
     check, drop the update)."""
     precision: str = "fp32"
     """fp32, bf16 (autocast per stage) or fp16 (autocast and a GradScaler per stage)."""
+    dist_timeout: float | None = None
+    """dist: seconds any wait for a peer may take (the executor's process groups); None: the
+    timeout the default process group was created with is not visible, so torch's default."""
 
     def __post_init__(self) -> None:
         if self.nan_guard not in NAN_GUARDS:

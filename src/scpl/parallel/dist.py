@@ -118,12 +118,14 @@ class Groups:
     token: object
 
     @classmethod
-    def create(cls) -> Groups:
+    def create(cls, timeout_s: float | None = None) -> Groups:
         # Every rank builds its executor, so every rank makes these calls in the same order.
-        host = dist.new_group(backend="gloo")
-        fwd = dist.new_group()
-        bwd = dist.new_group()
-        token = dist.new_group(backend="gloo")
+        # The timeout bounds every wait on a peer, so a dead rank becomes an error, not a hang.
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        host = dist.new_group(backend="gloo", timeout=timeout)
+        fwd = dist.new_group(timeout=timeout)
+        bwd = dist.new_group(timeout=timeout)
+        token = dist.new_group(backend="gloo", timeout=timeout)
         return cls(host, fwd, bwd, token)
 
     def destroy(self) -> None:
@@ -480,7 +482,7 @@ class DistExecutor(Executor):
             self.options.nan_guard,
             self.options.precision,
         )
-        self.groups = Groups.create()
+        self.groups = Groups.create(self.options.dist_timeout)
         self.channel = DistChannel(self.rank, K, self.device, self.options.queue_depth, self.groups)
         self.channel.grad_like = self._output_of
         self.channel.input_like = lambda mb: act_tensor(self.runner._mbs[mb].x)

@@ -208,6 +208,7 @@ def train(
         queue_depth=cfg.queue_depth,
         nan_guard=cfg.nan_guard,
         precision=cfg.precision,
+        dist_timeout=cfg.dist_timeout,
     )
     try:
         summary = _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck)
