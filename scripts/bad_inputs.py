@@ -1,6 +1,7 @@
 """Run every bad input in the catalogue and print what the user sees (Markdown table).
 
     .venv/bin/python scripts/bad_inputs.py > docs/bad-inputs.md
+    .venv/bin/python scripts/bad_inputs.py --runs   # only the run/resume/checkpoint cases
 
 Each case writes its broken files into a temp dir, runs `scpl ...` in a subprocess and records
 the exit code and the single error line.
@@ -12,18 +13,20 @@ import gzip
 import io
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 from pathlib import Path
 
 SMOKE = ["train", "smoke", "--progress", "false", "--epochs", "1", "--max-steps", "2"]
 
 
-def idx_images(n: int, truncate: bool = False) -> bytes:
-    data = struct.pack(">IIII", 0x00000803, n, 28, 28) + bytes(n * 28 * 28)
+def idx_images(n: int, truncate: bool = False, side: int = 28) -> bytes:
+    data = struct.pack(">IIII", 0x00000803, n, side, side) + bytes(n * side * side)
     return data[: len(data) // 2] if truncate else data
 
 
@@ -31,15 +34,16 @@ def idx_labels(labels: list[int]) -> bytes:
     return struct.pack(">II", 0x00000801, len(labels)) + bytes(labels)
 
 
-def fmnist_dir(root: Path, truncate=False, bad_label=False) -> Path:
+def fmnist_dir(root: Path, truncate=False, bad_label=False, labels=None, test_side=28) -> Path:
     d = root / "fmnist"
     d.mkdir()
-    labels = [i % 10 for i in range(20)]
+    labels = list(labels) if labels is not None else [i % 10 for i in range(20)]
     if bad_label:
         labels[3] = 10
     for prefix in ("train", "t10k"):
+        side = test_side if prefix == "t10k" else 28
         (d / f"{prefix}-images-idx3-ubyte").write_bytes(
-            idx_images(20, truncate and prefix == "train")
+            idx_images(20, truncate and prefix == "train", side)
         )
         (d / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_labels(labels))
     return d
@@ -205,15 +209,279 @@ def cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
     c.append(("NaN loss", SMOKE + ["--lr", "1e12", "--max-steps", "10"], {}))
     c.append(("--resume without checkpoints", SMOKE + ["--resume", str(empty)], {}))
     c.append(("dist without enough processes", SMOKE + ["--executor", "dist"], {}))
+    c += run_cases(tmp)
     return c
+
+
+FAST = ["--progress", "false", "--tensorboard", "false", "--epochs", "1", "--max-steps", "4"]
+ORIG = [*FAST, "--checkpoint-every", "2", "--lr-schedule", "constant"]  # the resumed run's flags
+
+
+def python_case(code: str) -> list[str]:
+    """An API-level case: ``code`` runs in a fresh interpreter (see main)."""
+    return ["-c", textwrap.dedent(code)]
+
+
+def run_cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
+    """Runs that mixed, lost or faked work, and faults around them (issue: output folders,
+    resume, checkpoints, honest success, clean exits)."""
+    c: list[tuple[str, list[str], dict]] = []
+    # A finished run with checkpoints, continued or reused by the cases below.
+    run = tmp / "run"
+    subprocess.run(
+        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--out", str(run), *ORIG],
+        capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300, check=True,
+    )  # fmt: skip
+    reused = tmp / "reused"
+    shutil.copytree(run, reused)
+    c.append(
+        (
+            "a second run into the same --out (another lr)",
+            ["train", "smoke", "--out", str(reused), *FAST, "--lr", "0.01"],
+            {},
+        )
+    )
+    c.append(
+        (
+            "--resume DIR alone (settings from its checkpoint)",
+            ["train", "--resume", str(run), "--progress", "false"],
+            {},
+        )
+    )
+    c.append(
+        (
+            "--resume with --val-fraction",
+            [
+                "train",
+                "smoke",
+                "--resume",
+                str(run),
+                *ORIG,  # the run's own flags, as a user would repeat them
+                "--val-fraction",
+                "0.3",
+                "--progress",
+                "false",
+            ],
+            {},
+        )
+    )
+    c.append(
+        (
+            "--resume with --weight-decay",
+            [
+                "train",
+                "smoke",
+                "--resume",
+                str(run),
+                *ORIG,  # the run's own flags, as a user would repeat them
+                "--weight-decay",
+                "0.1",
+                "--progress",
+                "false",
+            ],
+            {},
+        )
+    )
+    c.append(
+        (
+            "--resume with --last-supcon false",
+            [
+                "train",
+                "smoke",
+                "--resume",
+                str(run),
+                *ORIG,  # the run's own flags, as a user would repeat them
+                "--last-supcon",
+                "false",
+                "--progress",
+                "false",
+            ],
+            {},
+        )
+    )
+    evil = tmp / "evil"
+    (evil / "checkpoints").mkdir(parents=True)
+    plant = python_case(
+        f"""
+        import os, torch
+        class Payload:
+            def __reduce__(self):
+                return (os.system, ("echo PAYLOAD RAN >&2",))
+        torch.save({{"config": {{}}, "x": Payload()}}, "{evil}/checkpoints/ckpt-000000001.rank0.pt")
+        """
+    )
+    subprocess.run([sys.executable, *plant], check=True, timeout=120)
+    c.append(
+        (
+            "a planted pickle in a checkpoint, then --resume",
+            ["train", "smoke", "--resume", str(evil), "--progress", "false"],
+            {},
+        )
+    )
+    c.append(
+        (
+            "every update skipped by --nan-guard skip (NaN inputs)",
+            python_case(
+                f"""
+                import torch
+                from torch.utils.data import DataLoader, TensorDataset
+                from scpl.training.config import TrainConfig
+                from scpl.training.loop import train
+                x = torch.full((64, 1, 8, 8), float("nan")); y = torch.arange(64) % 4
+                cfg = TrainConfig(model="convnet", width=0.125, stages=2, epochs=1, batch_size=16,
+                                  progress=False, tensorboard=False, device="cpu", augment="none",
+                                  executor="sequential", nan_guard="skip", out="{tmp}/skip")
+                s = train(cfg, train_loader=DataLoader(TensorDataset(x, y), batch_size=16))
+                print(f"result test_acc={{s['test_acc']}}", file=__import__("sys").stderr)
+                """
+            ),
+            {"PYTHON": "1"},
+        )
+    )
+    c.append(("--max-steps -1 (zero steps)", SMOKE + ["--max-steps", "-1"], {}))
+    one = fmnist_dir(tmp / "one" if (tmp / "one").mkdir() is None else tmp, labels=[0] * 20)
+    c.append(
+        (
+            "training labels of a single class",
+            SMOKE + ["--dataset", "fashion-mnist", "--data-dir", str(one), "--batch-size", "4"],
+            {},
+        )
+    )
+    c.append(
+        (
+            "an error in the final test evaluation",
+            python_case(
+                f"""
+                import sys
+                import scpl.training.loop as loop
+                from scpl.errors import ScplError
+                real = loop.timed_evaluate
+                def broken(pipe, feed, which):
+                    if which == "test":
+                        raise ScplError("the test split broke")
+                    return real(pipe, feed, which)
+                loop.timed_evaluate = broken
+                from scpl.cli import main
+                sys.exit(main(["train", "smoke", "--out", "{tmp}/evalerr", *{FAST!r}]))
+                """
+            ),
+            {"PYTHON": "1"},
+        )
+    )
+    shapes = fmnist_dir(tmp / "shape" if (tmp / "shape").mkdir() is None else tmp, test_side=32)
+    c.append(
+        (
+            "test images of another shape than the training images",
+            SMOKE + ["--dataset", "fashion-mnist", "--data-dir", str(shapes), "--batch-size", "4"],
+            {},
+        )
+    )
+    c.append(
+        (
+            "disk full during a checkpoint save",
+            python_case(
+                f"""
+                import os, torch
+                from pathlib import Path
+                import scpl.atomic as atomic
+                from scpl.training.checkpoint import atomic_save
+                link = Path("{tmp}/full.tmp"); link.symlink_to("/dev/full")
+                atomic.tempfile.mkstemp = lambda **kw: (os.open(link, os.O_WRONLY), str(link))
+                atomic_save({{"w": torch.zeros(100000)}}, Path("{tmp}/ckpt.pt"))
+                """
+            ),
+            {"PYTHON": "1"},
+        )
+    )
+    c.append(
+        (
+            "--resume on a missing folder",
+            ["train", "smoke", "--resume", str(tmp / "missing"), "--progress", "false"],
+            {},
+        )
+    )
+    blocker = tmp / "a-file"
+    blocker.write_text("x")
+    c.append(
+        (
+            "--resume on a file",
+            ["train", "smoke", "--resume", str(blocker), "--progress", "false"],
+            {},
+        )
+    )
+    c.append(
+        ("batch of one under BatchNorm (bp)", SMOKE + ["--method", "bp", "--batch-size", "1"], {})
+    )
+    c.append(
+        (
+            "micro-batches of one under BatchNorm",
+            SMOKE + ["--method", "bp", "--batch-size", "2", "--micro-batches", "2"],
+            {},
+        )
+    )
+    empty_idx = tmp / "empty-idx"
+    empty_idx.mkdir()
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (empty_idx / name).write_bytes(b"")
+    c.append(
+        ("empty IDX file", SMOKE + ["--dataset", "fashion-mnist", "--data-dir", str(empty_idx)], {})
+    )
+    c.append(("--log-every 0", SMOKE + ["--log-every", "0"], {}))
+    c.append(("--threads -1", SMOKE + ["--threads", "-1"], {}))
+    c.append(("--lr nan", SMOKE + ["--lr", "nan"], {}))
+    c.append(("--width nan", SMOKE + ["--width", "nan"], {}))
+    c.append(("a { in --out", SMOKE + ["--out", str(tmp / "a{b")], {}))
+    c.append(
+        (
+            "--nproc that does not match --stages",
+            SMOKE + ["--executor", "dist", "--nproc", "3", "--stages", "2"],
+            {},
+        )
+    )
+    return c
+
+
+# The test that pins each case's behaviour (cases not listed: tests/test_cli.py and the data
+# tests).
+TESTS = {
+    "a second run into the same --out (another lr)": "test_second_run_into_the_same_folder_is_refused_and_overwrite_replaces_it",
+    "--resume DIR alone (settings from its checkpoint)": "test_resume_alone_takes_the_settings_from_the_checkpoint",
+    "--resume with --val-fraction": "test_resume_refuses_flags_that_change_the_result",
+    "--resume with --weight-decay": "test_resume_refuses_flags_that_change_the_result",
+    "--resume with --last-supcon false": "test_resume_refuses_flags_that_change_the_result",
+    "a planted pickle in a checkpoint, then --resume": "test_a_planted_pickle_in_a_checkpoint_is_not_executed",
+    "every update skipped by --nan-guard skip (NaN inputs)": "test_a_run_whose_updates_were_all_skipped_fails",
+    "--max-steps -1 (zero steps)": "test_zero_steps_is_refused",
+    "training labels of a single class": "test_single_class_training_labels_are_refused_before_training",
+    "an error in the final test evaluation": "test_an_error_in_the_final_evaluation_exits_cleanly",
+    "test images of another shape than the training images": "test_train_and_test_images_of_different_shapes_are_one_line",
+    "disk full during a checkpoint save": "test_disk_full_during_a_save_is_one_line_and_keeps_the_old_file",
+    "--resume on a missing folder": "test_resume_of_a_missing_folder_or_a_file_is_one_line",
+    "--resume on a file": "test_resume_of_a_missing_folder_or_a_file_is_one_line",
+    "batch of one under BatchNorm (bp)": "test_bad_flag_is_one_line",
+    "micro-batches of one under BatchNorm": "test_bad_flag_is_one_line",
+    "empty IDX file": "test_empty_idx_file_is_one_line",
+    "--log-every 0": "test_bad_flag_is_one_line",
+    "--threads -1": "test_bad_flag_is_one_line",
+    "--lr nan": "test_bad_flag_is_one_line",
+    "--width nan": "test_bad_flag_is_one_line",
+    "a { in --out": "test_bad_flag_is_one_line",
+    "--nproc that does not match --stages": "test_nproc_not_matching_stages_fails_before_launching",
+}
 
 
 def main() -> None:
     scpl = [sys.executable, "-m", "scpl.cli"]
-    print("| bad input | exit | what the user sees (stderr) |")
-    print("|---|---|---|")
+    only_runs = "--runs" in sys.argv[1:]
+    print("| bad input | exit | what the user sees (stderr) | test (tests/test_reliability.py) |")
+    print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
-        for name, args, env in cases(Path(d)):
+        for name, args, env in run_cases(Path(d)) if only_runs else cases(Path(d)):
             if env.pop("PYTHON", None):  # an API-level case: show the one-line DataError
                 args = [
                     "-c",
@@ -236,7 +504,13 @@ def main() -> None:
             msg = lines[-1] if lines else "(nothing)"
             if "Traceback" in p.stderr:
                 msg = "TRACEBACK: " + msg
-            print(f"| {name} | {p.returncode} | `{msg.replace('|', '/')}` |")
+            if "PAYLOAD RAN" in p.stderr:
+                msg = "CODE FROM THE FILE RAN; " + msg
+            if p.returncode == 0:
+                result = [ln for ln in p.stdout.splitlines() if ln.startswith("result")]
+                msg = (msg + " / stdout: " + result[-1][:80]) if result else msg
+            test = f"`{TESTS[name]}`" if name in TESTS else ""
+            print(f"| {name} | {p.returncode} | `{msg.replace('|', '/')}` | {test} |")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ def train(
     if train_loader is None and (val_loader is not None or test_loader is not None):
         raise ConfigError("val_loader/test_loader need a train_loader too")
     rank = env.rank if dist else 0
+    devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
     # The output folder (or the checkpoint a resumed run continues) is checked before any data
     # is loaded, so a wrong folder fails in a second, not after minutes of loading.
     ck = None
@@ -101,7 +102,6 @@ def train(
         check_resume_config(ck.get("config", {}), cfg)
     else:
         out_dir = prepare_out_dir(cfg, recipe, rank=env.rank if dist else None)
-    devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
     if dist:
         bind_to_parent()  # a rank dies with its launcher, never trains on alone
         if not cfg.devices and devices[0].type == "cuda":
