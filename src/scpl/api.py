@@ -286,6 +286,8 @@ def pipeline(
     record: bool = False,
     precision: str = "fp32",
     dist_timeout: float | None = None,
+    data_parallel: int = 1,
+    supcon_gather: bool = True,
     **method_options,
 ) -> Pipeline:
     """Put ``model`` under a learning ``method`` on ``devices`` and return a :class:`Pipeline`.
@@ -311,6 +313,11 @@ def pipeline(
             GradScaler per stage; local-loss methods only).
         dist_timeout: ``executor="dist"``: seconds any wait for a peer may take before the run
             stops with an error naming it.
+        data_parallel: ``executor="dist"``: R replicas of the pipeline on K x R processes
+            (rank r*K + l holds stage l of replica r); each replica's stage 0 is given its
+            shard of every batch, and each stage's replicas average their gradients before the
+            update. ``supcon_gather``: SupCon over the global batch (projections all-gathered
+            across a stage's replicas) rather than over each shard.
     """
     if not isinstance(model, StagedModel):
         raise ConfigError(
@@ -341,9 +348,23 @@ def pipeline(
         raise ConfigError(f"nan_guard={nan_guard!r}: choose one of {', '.join(NAN_GUARDS)}")
     if queue_depth < 1:
         raise ConfigError(f"queue_depth={queue_depth} must be >= 1")
+    if data_parallel != 1 and executor != "dist":
+        raise ConfigError(
+            f"data_parallel={data_parallel} is not supported with executor={executor!r}: "
+            "replicas run as processes; use executor='dist' (under torchrun)"
+        )
     devs = _devices(devices, model.num_stages)
     options = ExecutorOptions(
-        schedule, micro_batches, queue_depth, emulate, record, nan_guard, precision, dist_timeout
+        schedule,
+        micro_batches,
+        queue_depth,
+        emulate,
+        record,
+        nan_guard,
+        precision,
+        dist_timeout,
+        data_parallel,
+        supcon_gather,
     )
     if optimizer is None and "lr" in meth.config_defaults:
         optimizer = OptimConfig(lr=meth.config_defaults["lr"])  # e.g. AL's own constant lr

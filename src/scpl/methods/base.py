@@ -103,6 +103,11 @@ class StageUnit(nn.Module):
     objective, or (None, {}) for a stage without one (hidden stages under BP).
     """
 
+    feature_gather = None
+    """Under data parallelism, set by the executor: ``(z, y) -> (z_all, y_all)`` gathering the
+    projections and labels of every replica of this stage (gradients flow back), so contrastive
+    losses see the global batch. None: the replica's own batch."""
+
     def __init__(self, index: int, model: StagedModel, detach_input: bool) -> None:
         super().__init__()
         self.index = index

@@ -52,7 +52,8 @@ class SCPLUnit(StageUnit):
         terms: dict[str, torch.Tensor] = {}
         if "head" in self.aux:
             z = self.aux["head"](self.features(out))
-            terms["supcon"] = supcon_loss(z, y, self.cfg.temperature, self.cfg.supcon_norm)
+            zy = (z, y) if self.feature_gather is None else self.feature_gather(z, y)
+            terms["supcon"] = supcon_loss(*zy, self.cfg.temperature, self.cfg.supcon_norm)
         if self.is_last:
             # detached: the classifier learns on the stage's output, the body only from SupCon.
             feats = _detached(out) if self.last_stage == "detached" else out

@@ -233,8 +233,16 @@ class ExecutorOptions:
     dist_timeout: float | None = None
     """dist: seconds any wait for a peer may take (the executor's process groups); None: the
     timeout the default process group was created with is not visible, so torch's default."""
+    data_parallel: int = 1
+    """dist: replicas of the pipeline (world size = stages x data_parallel); each stage's
+    replicas average their gradients before the update (see ``scpl.parallel.dp``)."""
+    supcon_gather: bool = True
+    """Under data parallelism: SupCon over the global batch (projections and labels all-gathered
+    across a stage's replicas, gradients flowing back) instead of over each replica's shard."""
 
     def __post_init__(self) -> None:
+        if self.data_parallel < 1:
+            raise ConfigError(f"data_parallel={self.data_parallel} must be >= 1")
         if self.nan_guard not in NAN_GUARDS:
             raise ConfigError(
                 f"nan_guard={self.nan_guard!r}: choose one of {', '.join(NAN_GUARDS)}"

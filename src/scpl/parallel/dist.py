@@ -118,10 +118,25 @@ class Groups:
     token: object
 
     @classmethod
-    def create(cls, timeout_s: float | None = None) -> Groups:
+    def create(
+        cls, timeout_s: float | None = None, num_stages: int = 0, replicas: int = 1
+    ) -> Groups:
+        """The groups of this rank's pipeline. With ``replicas > 1`` each replica gets its own
+        four groups over its K ranks (messages address peers by their stage, the rank within
+        the group)."""
         # Every rank builds its executor, so every rank makes these calls in the same order.
         # The timeout bounds every wait on a peer, so a dead rank becomes an error, not a hang.
         timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        if replicas > 1:
+            from scpl.parallel.dp import pipeline_groups
+
+            mine = dist.get_rank() // num_stages
+            return cls(
+                *(
+                    pipeline_groups(num_stages, replicas, backend, timeout)[mine]
+                    for backend in ("gloo", None, None, "gloo")
+                )
+            )
         host = dist.new_group(backend="gloo", timeout=timeout)
         fwd = dist.new_group(timeout=timeout)
         bwd = dist.new_group(timeout=timeout)
@@ -149,7 +164,9 @@ class _Incoming:
 
 
 class DistChannel(Channel):
-    """Point-to-point messages between neighbouring ranks (rank == stage), tag-free."""
+    """Point-to-point messages between neighbouring ranks, tag-free. ``rank`` is the rank within
+    the pipeline's groups, which is the stage (with data parallelism, each replica's pipeline
+    has groups of its own)."""
 
     def __init__(self, rank: int, world: int, device: torch.device, depth: int, groups: Groups):
         self.rank, self.world, self.device = rank, world, device
@@ -178,14 +195,14 @@ class DistChannel(Channel):
         t = t.contiguous()
         self._log(group, "send", dst, what, t)
         self.peer = dst
-        work = dist.isend(t, dst, group=getattr(self.groups, group))
+        work = dist.isend(t, group=getattr(self.groups, group), group_dst=dst)
         self.pending.append((work, t, dst))
         while len(self.pending) > 3 * self.depth:  # bound the sends in flight per link
             self._wait_oldest()
 
     def _irecv(self, t: torch.Tensor, src: int, group: str, what: str):
         self._log(group, "recv", src, what, t)
-        return dist.irecv(t, src, group=getattr(self.groups, group))
+        return dist.irecv(t, group=getattr(self.groups, group), group_src=src)
 
     def _wait_oldest(self) -> None:
         work, _, dst = self.pending.popleft()
@@ -350,7 +367,7 @@ class DistChannel(Channel):
         # starts, so flush() must not wait for it (close() does).
         t = torch.zeros(1)
         self._log("token", "send", dst, "token", t)
-        self.token_pending.append((dist.isend(t, dst, group=self.groups.token), t))
+        self.token_pending.append((dist.isend(t, group=self.groups.token, group_dst=dst), t))
         while len(self.token_pending) > 2:
             self.token_pending.popleft()[0].wait()
 
@@ -428,13 +445,20 @@ class DistExecutor(Executor):
             )
         self.options = options or ExecutorOptions()
         check_units(units, local)
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.global_rank, self.world = dist.get_rank(), dist.get_world_size()
         K = len(units)
-        if self.world != K:
+        R = self.options.data_parallel
+        if self.world != K * R:
+            dp = f" x {R} replicas" if R > 1 else ""
             raise ConfigError(
-                f"--executor dist runs one process per stage: {K} stages but {self.world} processes; "
-                f"launch with --nproc-per-node {K} (or --stages {self.world})"
+                f"--executor dist runs one process per stage{' and replica' if R > 1 else ''}: "
+                f"{K} stages{dp} but {self.world} processes; launch with --nproc-per-node "
+                f"{K * R} (or --stages {self.world // R})"
             )
+        # Rank r*K + l holds stage l of replica r; ``rank`` is the stage (the rank within this
+        # replica's pipeline groups).
+        self.replica, self.rank = divmod(self.global_rank, K)
+        self.replicas = R
         self.local = local
         self.num_stages = K
         self.device = devices[self.rank] if len(devices) > 1 else devices[0]
@@ -482,7 +506,15 @@ class DistExecutor(Executor):
             self.options.nan_guard,
             self.options.precision,
         )
-        self.groups = Groups.create(self.options.dist_timeout)
+        self.mesh = None
+        if R > 1:
+            from scpl.parallel.dp import FeatureGather, GradAverager, build_mesh
+
+            self.mesh = build_mesh(K, R, self.device.type, self.options.dist_timeout)
+            self.runner.grad_sync = GradAverager(self.runner.unit, self.mesh.dp, R)
+            if self.options.supcon_gather:
+                self.runner.unit.feature_gather = FeatureGather(self.mesh.dp)
+        self.groups = Groups.create(self.options.dist_timeout, K, R)
         self.channel = DistChannel(self.rank, K, self.device, self.options.queue_depth, self.groups)
         self.channel.grad_like = self._output_of
         self.channel.input_like = lambda mb: act_tensor(self.runner._mbs[mb].x)
@@ -522,9 +554,12 @@ class DistExecutor(Executor):
         first = (
             str(err).strip().splitlines()[0][:160] if str(err).strip() else err.__class__.__name__
         )
+        base = self.global_rank - self.rank
         return ScplError(
-            f"rank {peer} (stage {peer}) died or stalled while rank {self.rank} (stage {self.rank}) "
-            f"was exchanging data with it ({first}); stopping -- check rank {peer}'s log, then "
+            f"rank {base + peer} (stage {peer}) died or stalled while rank {self.global_rank} "
+            f"(stage {self.rank}) "
+            f"was exchanging data with it ({first}); stopping -- check rank {base + peer}'s log, "
+            "then "
             "restart with --resume OUT_DIR"
         )
 
@@ -600,6 +635,8 @@ class DistExecutor(Executor):
         total = 0
         ch = self.channel
         for i, (x, y) in enumerate(batches):
+            if i % self.replicas != self.replica:
+                continue  # data parallelism: each replica evaluates its share of the batches
             if self.rank > 0:
                 x, y = ch.recv_act(self.rank, -1, 0)
             out = self.runner.infer(x)
@@ -612,7 +649,9 @@ class DistExecutor(Executor):
         self.flush()
         n = int(correct) if correct is not None else 0  # one sync per evaluation
         result = torch.tensor([n, total], dtype=torch.int64, device=ch.comm_device)
-        dist.broadcast(result, src=self.num_stages - 1, group=self.groups.fwd)
+        dist.broadcast(result, group=self.groups.fwd, group_src=self.num_stages - 1)
+        if self.mesh is not None:
+            dist.all_reduce(result, group=self.mesh.dp)  # every replica's share
         return int(result[0]), int(result[1])
 
     def current_lr(self) -> float:

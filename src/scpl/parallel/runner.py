@@ -167,6 +167,9 @@ class StageRunner:
         self._mbs: dict[int, _MicroBatch] = {}
         self._batch = -1
         self._num_micro = 1
+        # Data parallelism: averages this stage's gradients over its replicas (set by the
+        # executor); runs first in U, so every replica's checks and update see the same values.
+        self.grad_sync: Callable[[], None] | None = None
 
     # -- one mini-batch -------------------------------------------------------------------
     def begin(
@@ -274,6 +277,8 @@ class StageRunner:
         m.grad_out = None
 
     def _op_U(self, mb: int, ch: Channel) -> None:
+        if self.grad_sync is not None:
+            self.grad_sync()
         if self.flag is not None:
             names, vals = self._check_values()
             self.flag.update(names, vals, self._batch + 1)
