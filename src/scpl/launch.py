@@ -182,10 +182,12 @@ def preflight(cfg, recipe: str) -> None:
     from scpl.training.outputs import check_writable, prepare_out_dir
 
     cfg.validate()
-    if cfg.nproc != cfg.stages:
+    world = cfg.stages * cfg.data_parallel
+    if cfg.nproc != world:
         raise ConfigError(
-            f"--nproc {cfg.nproc} does not match --stages {cfg.stages}: the dist executor runs "
-            f"one process per stage; pass --nproc {cfg.stages}"
+            f"--nproc {cfg.nproc} does not match --stages {cfg.stages}"
+            + (f" x --data-parallel {cfg.data_parallel}" if cfg.data_parallel > 1 else "")
+            + f": the dist executor runs one process per stage and replica; pass --nproc {world}"
         )
     if cfg.resume:
         latest_checkpoint(Path(cfg.resume), 0, cfg.stages)

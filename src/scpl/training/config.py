@@ -115,7 +115,17 @@ class TrainConfig:
     """dist: seconds any rank waits for a peer before the run stops with an error naming it
     (so a dead or stalled rank is reported about this long after it stopped: 60 s by default)."""
     nproc: int = 0
-    """dist executor on one host: start this many processes (one per stage) via torchrun."""
+    """dist executor on one host: start this many processes (one per stage and replica:
+    stages x data_parallel) via torchrun."""
+    data_parallel: int = 1
+    """dist: replicas of the pipeline (world size = stages x data_parallel; rank r*K + l holds
+    stage l of replica r). --batch-size stays the global batch: each replica's stage 0 takes
+    rows r::R of it, and each stage's replicas average their gradients before the update."""
+    supcon_gather: bool = True
+    """With --data-parallel: SupCon over the global batch (each stage's projections and labels
+    all-gathered across its replicas, gradients flowing back), which makes the update the
+    single-pipeline one; false: SupCon over each replica's shard (no gather, smaller negative
+    sets)."""
     max_steps: int = 0
     """Stop each epoch after this many steps (0 = full epoch); for smoke runs."""
     log_every: int = 50
@@ -184,10 +194,26 @@ class TrainConfig:
             raise ConfigError(f"--width must be > 0 (got {self.width}), e.g. 0.25 or 1")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
-        if self.nproc and self.nproc != self.stages:
+        if self.data_parallel < 1:
+            raise ConfigError(f"--data-parallel must be >= 1 (got {self.data_parallel})")
+        if self.data_parallel > 1:
+            if self.executor != "dist":
+                raise ConfigError(
+                    f"--data-parallel is not supported with --executor {self.executor}: "
+                    "replicas are processes; use --executor dist"
+                )
+            if self.batch_size % self.data_parallel:
+                raise ConfigError(
+                    f"--batch-size {self.batch_size} does not split into {self.data_parallel} "
+                    "equal shards; use a multiple of --data-parallel"
+                )
+        world = self.stages * self.data_parallel
+        if self.nproc and self.nproc != world:
+            dp = f" x --data-parallel {self.data_parallel}" if self.data_parallel > 1 else ""
             raise ConfigError(
-                f"--nproc {self.nproc} does not match --stages {self.stages}: the dist executor "
-                f"runs one process per stage; pass --nproc {self.stages}"
+                f"--nproc {self.nproc} does not match --stages {self.stages}{dp}: the dist "
+                f"executor runs one process per stage{' and replica' if dp else ''}; "
+                f"pass --nproc {world}"
             )
         if self.resume and self.overwrite:
             raise ConfigError(
@@ -343,6 +369,8 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "device",
         "devices",
         "nproc",
+        "data_parallel",
+        "supcon_gather",
         "dist_timeout",
         "threads",
     ),

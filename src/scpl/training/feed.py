@@ -38,6 +38,23 @@ def to_device(x, device: torch.device):
     return act_to(tuple(x) if isinstance(x, list) else x, device)  # host-side lengths stay
 
 
+def shard_batch(x, y: torch.Tensor, index: int, count: int):
+    """Replica ``index`` of ``count``'s rows of a global batch: rows index::count (data
+    parallelism). Strided rather than contiguous, so with micro-batches the replicas' m-th
+    micro-batches together hold exactly the global batch's m-th micro-batch."""
+    n = int(y.shape[0])
+    if n % count:
+        raise ConfigError(
+            f"a batch of {n} samples does not split into {count} equal shards (data parallel); "
+            "use a batch size that is a multiple of --data-parallel (loaders: drop_last=True)"
+        )
+    if isinstance(x, tuple):
+        x = tuple(t[index::count] if torch.is_tensor(t) and t.shape[:1] == (n,) else t for t in x)
+    else:
+        x = x[index::count]
+    return x, y[index::count]
+
+
 class DatasetFeed:
     """A registered dataset in memory: batches sampled by index from a seeded permutation (so a
     resumed run sees exactly the batches it would have seen) and augmented on the device."""

@@ -40,7 +40,7 @@ from scpl.training.checkpoint import (
     set_rng_state,
 )
 from scpl.training.config import TrainConfig, resume_safe
-from scpl.training.feed import DatasetFeed, LoaderFeed, infer_num_classes
+from scpl.training.feed import DatasetFeed, LoaderFeed, infer_num_classes, shard_batch
 from scpl.training.outputs import (
     MetricsLog,
     ProgressLines,
@@ -82,21 +82,25 @@ def train(
         torch.set_num_threads(cfg.threads)
     env = dist_env()
     dist = cfg.executor == "dist"
-    if dist and env.world_size != cfg.stages:
+    world = cfg.stages * cfg.data_parallel
+    if dist and env.world_size != world:
         raise ConfigError(
-            f"--executor dist needs one process per stage ({cfg.stages}), found {env.world_size}; "
-            f"pass --nproc {cfg.stages} or launch with torchrun --nproc-per-node {cfg.stages}"
+            f"--executor dist needs one process per stage and replica ({world}), found "
+            f"{env.world_size}; pass --nproc {world} or launch with torchrun --nproc-per-node {world}"
         )
     if train_loader is None and (val_loader is not None or test_loader is not None):
         raise ConfigError("val_loader/test_loader need a train_loader too")
     rank = env.rank if dist else 0
+    # Data parallelism: rank r*K + l holds stage l of replica r; replica 0's ranks write the
+    # checkpoints (one per stage) and every replica resumes from them.
+    stage_rank = rank % cfg.stages
     devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
     # The output folder (or the checkpoint a resumed run continues) is checked before any data
     # is loaded, so a wrong folder fails in a second, not after minutes of loading.
     ck = None
     if cfg.resume:
         out_dir = Path(cfg.resume)
-        ck_path = latest_checkpoint(out_dir, rank, cfg.stages if dist else 1)
+        ck_path = latest_checkpoint(out_dir, stage_rank, cfg.stages if dist else 1)
         check_writable(out_dir)
         ck = load_checkpoint(ck_path)
         check_resume_config(ck.get("config", {}), cfg)
@@ -106,11 +110,11 @@ def train(
         bind_to_parent()  # a rank dies with its launcher, never trains on alone
         if not cfg.devices and devices[0].type == "cuda":
             devices = [torch.device("cuda", env.local_rank)] * cfg.stages  # one GPU per rank
-        init_distributed(devices[env.rank], cfg.dist_timeout)
+        init_distributed(devices[stage_rank], cfg.dist_timeout)
         if env.rank != 0:
             echo = _silent  # rank 0 reports; every rank logs its own stage's metrics
     seed_everything(cfg.seed)
-    device = devices[env.rank] if dist else devices[0]  # batches are built here
+    device = devices[stage_rank] if dist else devices[0]  # batches are built here
 
     # Data: a registered dataset in memory (uint8 images / int64 token ids, sampled by index and
     # augmented on the device), or the caller's own loaders.
@@ -209,6 +213,8 @@ def train(
         nan_guard=cfg.nan_guard,
         precision=cfg.precision,
         dist_timeout=cfg.dist_timeout,
+        data_parallel=cfg.data_parallel,
+        supcon_gather=cfg.supcon_gather,
     )
     try:
         summary = _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck)
@@ -254,6 +260,9 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
     applied: dict[str, bool] = {}
 
     def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor) -> None:
+        if env.rank >= cfg.stages and dist:
+            pipe.state_dict()  # replicas hold replica 0's state: only wait for their sends
+            return
         save_checkpoint(
             out_dir,
             step,
@@ -309,9 +318,11 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
             for i, (x, y) in enumerate(batches, start=first):
                 # Pipelined executors return before the batch is done; dist ranks > 0 are
                 # handed (None, None) and receive from their neighbour.
+                if y is not None and cfg.data_parallel > 1:
+                    x, y = shard_batch(x, y, env.rank // cfg.stages, cfg.data_parallel)
                 pipe.step(x, y)
                 step += 1
-                n = cfg.batch_size if y is None else int(y.shape[0])
+                n = cfg.batch_size if y is None else int(y.shape[0]) * cfg.data_parallel
                 samples_seen += n
                 if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
                     if i == steps_per_epoch - 1:
@@ -372,7 +383,9 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
 
     # The last weights (for inspection and resume checks), then the final number on the test
     # split from the epoch chosen on validation.
-    atomic_save([cpu_copy(u) for u in pipe.unit_states()], out_dir / f"final.rank{env.rank}.pt")
+    final = [cpu_copy(u) for u in pipe.unit_states()]
+    if env.rank < cfg.stages:  # replica 0 (data parallelism: the replicas hold the same weights)
+        atomic_save(final, out_dir / f"final.rank{env.rank}.pt")
     if best["state"] is not None:
         pipe.load_unit_states(best["state"])
     test_acc, test_seconds = (
