@@ -68,16 +68,20 @@ class QueueChannel(Channel):
                 continue
 
     # -- crossing streams ------------------------------------------------------------------
-    def _handoff(self, stage: int, dst: int, tensors):
-        """Producer side: move ``tensors`` (an activation, labels, a gradient) to stage
-        ``dst``'s device on the producer's stream, then record an event after that work."""
-        moved = act_to(tensors, self.device_of[dst])
+    def _handoff(self, stage: int, dst: int, act, y=None):
+        """Producer side: move an activation (a tensor or a tuple, as ``act_to`` does) and its
+        labels, or a gradient, to stage ``dst``'s device on the producer's stream, then record
+        an event after that work."""
+        to = self.device_of[dst]
+        act = act_to(act, to)
+        if y is not None:
+            y = y.to(to, non_blocking=True)
         dev = self.device_of[stage]
+        ev = None
         if dev.type == "cuda":
             ev = torch.cuda.Event()
             ev.record(torch.cuda.current_stream(dev))
-            return moved, ev
-        return moved, None
+        return act, y, ev
 
     def _accept(self, stage: int, ev, tensors) -> None:
         """Consumer side: wait for the producer's event on this stage's stream and mark every
@@ -93,7 +97,7 @@ class QueueChannel(Channel):
                 t.record_stream(stream)
 
     def send_act(self, stage, batch, mb, act, y):
-        (act, y), ev = self._handoff(stage, stage + 1, (act, y))
+        act, y, ev = self._handoff(stage, stage + 1, act, y)
         self._put(self.act[stage + 1], (batch, mb, act, y, ev))
 
     def recv_act(self, stage, batch, mb):
@@ -103,7 +107,7 @@ class QueueChannel(Channel):
         return act, y
 
     def send_grad(self, stage, batch, mb, grad):
-        grad, ev = self._handoff(stage, stage - 1, grad)
+        grad, _, ev = self._handoff(stage, stage - 1, grad)
         self._put(self.grad[stage - 1], (batch, mb, grad, ev))
 
     def recv_grad(self, stage, batch, mb):
