@@ -511,6 +511,29 @@ def main() -> None:
                 msg = (msg + " / stdout: " + result[-1][:80]) if result else msg
             test = f"`{TESTS[name]}`" if name in TESTS else ""
             print(f"| {name} | {p.returncode} | `{msg.replace('|', '/')}` | {test} |")
+    print(NOTES)
+
+
+# Faults that are not one command's input; their tests start real processes.
+NOTES = """
+Faults around a run, tested in tests/test_reliability.py (not run by this script):
+
+- SIGTERM (or Ctrl-C) to `scpl train --executor dist --nproc 2`: the launcher forwards it to
+  torchrun, which stops its ranks; no process of the run is alive 10 s later, exit code 143
+  (`test_sigterm_to_the_launcher_stops_every_process_of_the_run`). Each rank also dies with its
+  parent (PR_SET_PDEATHSIG), so a killed torchrun leaves no rank behind.
+- A rank that dies or stalls: torchrun's ~60-line report is replaced by one line naming the
+  rank that failed first, following "rank P died or stalled while rank R ..." messages to the
+  rank that stopped first (`test_launcher_condenses_torchrun_failures_to_one_line_naming_the_first_rank`).
+  Ranks wait `--dist-timeout` (60 s by default) for a peer before stopping
+  (`test_stall_timeout_default_is_documented`).
+- Ctrl-C during a checkpoint save: a plain interrupt (exit 130), the previous checkpoint intact
+  (`test_ctrl_c_during_a_save_is_a_plain_interrupt`).
+- NaN in summary.json / metrics.jsonl: written as null (`test_summary_and_metrics_are_strict_json`);
+  a resumed run drops metric records logged after its checkpoint
+  (`test_metrics_have_no_duplicate_steps_after_resume`); files get the user's umask
+  (`test_files_are_created_with_the_users_umask`); stdout not a terminal: a progress line every
+  --log-every steps or 30 s (`test_unattended_runs_print_progress_lines`)."""
 
 
 if __name__ == "__main__":

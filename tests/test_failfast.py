@@ -12,7 +12,7 @@ import time
 from parity_utils import free_port
 
 
-def _rank_cmd(out):
+def _rank_cmd(out, timeout="30"):
     return [
         sys.executable,
         "-m",
@@ -32,13 +32,13 @@ def _rank_cmd(out):
         "--log-every",
         "1",
         "--dist-timeout",
-        "30",
+        timeout,
         "--out",
         str(out),
     ]
 
 
-def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
+def _start_ranks(out, timeout="30"):
     port = free_port()
     procs = []
     for rank in range(3):
@@ -54,13 +54,18 @@ def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
         )
         procs.append(
             subprocess.Popen(
-                _rank_cmd(tmp_path),
+                _rank_cmd(out, timeout),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
+    return procs
+
+
+def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
+    procs = _start_ranks(tmp_path)
     log1 = tmp_path / "metrics.rank1.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (log1.exists() and log1.stat().st_size > 200):
@@ -84,3 +89,28 @@ def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
         assert len(lines) == 1, err[-2000:]
         assert "rank 1 (stage 1)" in lines[0], lines[0]
         assert "Traceback" not in err
+
+
+def test_a_stalled_rank_is_the_one_every_other_rank_names(tmp_path):
+    """Rank 2 stops (SIGSTOP) without dying: rank 1 times out waiting for it and rank 0 for
+    rank 1 (which was only waiting); both lines name rank 2, after about --dist-timeout."""
+    procs = _start_ranks(tmp_path, timeout="10")
+    log2 = tmp_path / "metrics.rank2.jsonl"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (log2.exists() and log2.stat().st_size > 200):
+            assert all(p.poll() is None for p in procs), "a rank exited before the stall"
+            time.sleep(0.05)
+        procs[2].send_signal(signal.SIGSTOP)
+        for p in (procs[0], procs[1]):
+            p.wait(timeout=90)
+        for p in (procs[0], procs[1]):
+            err = p.stderr.read()
+            lines = [ln for ln in err.splitlines() if ln.startswith("scpl: error:")]
+            assert p.returncode != 0 and len(lines) == 1, err[-2000:]
+            assert lines[0].startswith("scpl: error: rank 2 (stage 2) died or stalled"), lines[0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()

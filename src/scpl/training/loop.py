@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -106,11 +107,13 @@ def train(
         check_resume_config(ck.get("config", {}), cfg)
     else:
         out_dir = prepare_out_dir(cfg, recipe, rank=env.rank if dist else None)
+    heartbeat = None
     if dist:
         bind_to_parent()  # a rank dies with its launcher, never trains on alone
         if not cfg.devices and devices[0].type == "cuda":
             devices = [torch.device("cuda", env.local_rank)] * cfg.stages  # one GPU per rank
         init_distributed(devices[stage_rank], cfg.dist_timeout)
+        heartbeat = Heartbeat(out_dir, env.rank, env.world_size)
         if env.rank != 0:
             echo = _silent  # rank 0 reports; every rank logs its own stage's metrics
     seed_everything(cfg.seed)
@@ -218,16 +221,70 @@ def train(
     )
     try:
         summary = _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck)
-    except BaseException:
+    except BaseException as e:
         # Stop worker threads before the error propagates, on every path (a thread left running
         # at exit aborts the interpreter); a close that fails too (e.g. the peer that caused the
         # error is gone) must not hide the original error.
         with contextlib.suppress(Exception):
             pipe.close()
+        if heartbeat is not None and isinstance(e, ScplError):
+            # A peer that timed out may itself only have been waiting: name the rank that
+            # stopped showing signs of life instead.
+            silent = heartbeat.silent()
+            if silent:
+                r, age = silent[0]
+                raise ScplError(
+                    f"rank {r} (stage {r}) died or stalled while rank {env.rank} (stage "
+                    f"{env.rank}) waited ({age:.0f} s without a sign of life); stopping -- "
+                    f"check rank {r}, then restart with --resume OUT_DIR [{e}]"
+                ) from None
         raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.close()
     if dist:
         shutdown_distributed()
     return summary
+
+
+class Heartbeat:
+    """dist: every rank touches ``<out>/.heartbeat/rank<r>`` each second from a thread, so a
+    rank whose peer stopped answering can tell the rank that stalled or died (no heartbeat)
+    from one that was only waiting in turn (ranks on one host share the folder; elsewhere no
+    files are seen and messages stay as the executor wrote them)."""
+
+    INTERVAL_S = 1.0
+    SILENT_S = 5.0  # no heartbeat for this long: stalled (e.g. SIGSTOP, swapping) or dead
+
+    def __init__(self, out_dir: Path, rank: int, world_size: int) -> None:
+        self.dir, self.rank, self.world_size = Path(out_dir) / ".heartbeat", rank, world_size
+        self.path = self.dir / f"rank{rank}"
+        self._stop = threading.Event()
+        with contextlib.suppress(OSError):
+            self.dir.mkdir(exist_ok=True)
+            self.path.touch()
+        self._thread = threading.Thread(target=self._beat, name="scpl-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            with contextlib.suppress(OSError):
+                self.path.touch()
+
+    def silent(self) -> list[tuple[int, float]]:
+        """Other ranks without a heartbeat for SILENT_S, longest silent first: (rank, seconds)."""
+        now, out = time.time(), []
+        for r in range(self.world_size):
+            try:
+                age = now - (self.dir / f"rank{r}").stat().st_mtime
+            except OSError:
+                continue
+            if r != self.rank and age > self.SILENT_S:
+                out.append((r, age))
+        return sorted(out, key=lambda x: -x[1])
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck) -> dict:
