@@ -10,6 +10,13 @@ stage for its (scaled) time while releasing the GIL (:mod:`scpl.perf.harness`), 
 measured throughput is that of K real devices running the schedule. VGG is also run with op
 costs measured on this CPU, and SCPL's one-device step time is measured against BP's.
 
+The proxy's own work is taken out of each op's emulated time (``calibrate``: its median
+one-thread op times, from the reference run below), so an op holds its stage for about the
+modelled time; what remains is the cost of running K stage threads on a shared CPU (wake-ups,
+the GIL), which the ``nominal`` column (the simulator on the same op times) does not have. The
+SCPL-vs-best-BP-pipeline value is the smaller of the two: micro-batched BP, with its many short
+ops, loses more to a loaded machine than SCPL does, and that must not count as SCPL's gain.
+
 Checked results: every pipelined row ends by comparing the proxy's final parameters with the
 sequential executor's after the same mini-batches (the ``sequential`` schedule, i.e. the
 method's definition of a training step, with the same micro-batches): bitwise on CPU. A
@@ -23,6 +30,7 @@ Output (``--out DIR``): ``targets.json`` (the list of ``{name, value, need, met}
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -93,15 +101,21 @@ class TargetsOptions:
     """SCPL's projection head in the headline rows (the paper's mlp is shown next to it)."""
     proj_dim: int = 1024
     """Projection size of the heads."""
-    stage_ms: float = 150.0
+    stage_ms: float = 300.0
     """Emulated time of SCPL's slowest stage per mini-batch (every row of a model is scaled by
     the same factor); long next to the proxy's own work (~3 ms of CPU per stage and
     mini-batch), which a loaded machine stretches."""
-    steps: int = 8
+    steps: int = 6
     """Timed mini-batches per emulated row (after ``warmup`` flushed ones)."""
     warmup: int = 2
     """Mini-batches run before timing; the steady rate is also taken after the first of the
     timed ones."""
+    repeats: int = 2
+    """Runs per emulated row; the row reports the fastest (the one least disturbed by other
+    processes on a shared machine) and is verified only if every run matches."""
+    calibrate: bool = True
+    """Subtract the proxy's own (one-thread, median) op times from the emulated ones, so each
+    op holds its stage for about the modelled time rather than that plus the proxy's work."""
     proxy_batch: int = 32
     """Mini-batch of the proxy model (its micro-batches must stay >= 2 for BatchNorm)."""
     measured_width: float = 0.5
@@ -137,6 +151,7 @@ def quick_options(**kw) -> TargetsOptions:
         step_ratio_rounds=1,
         micro=(1, 2),
         width=0.125,
+        repeats=1,
         quick=True,
     )
     base.update(kw)
@@ -163,19 +178,51 @@ def _states_equal(a: list[dict], b: list[dict]) -> bool:
     return True
 
 
-def reference_states(
+def reference_run(
     method: str, num_stages: int, num_micro: int, batches: list, opts: TargetsOptions
-) -> list[dict]:
-    """Final unit states of the sequential executor on the ``sequential`` schedule after
-    ``batches`` (no emulation: it changes timing, never values)."""
+) -> tuple[list[dict], Costs]:
+    """The sequential executor on the ``sequential`` schedule after ``batches`` (no emulation:
+    it changes timing, never values): final unit states, and the median real time of each
+    (stage, op) of the proxy (what :func:`emulated_row` subtracts from the emulated time)."""
+    from scpl.perf.emulate import costs_from_events
     from scpl.perf.harness import proxy_pipeline
 
     with proxy_pipeline(
-        "sequential", "sequential", method, num_stages, num_micro, None, False, _proxy(opts)
+        "sequential", "sequential", method, num_stages, num_micro, None, True, _proxy(opts)
     ) as pipe:
         for x, y in batches:
             pipe.step(x, y)
-        return [{k: v.clone() for k, v in s.items()} for s in pipe.unit_states()]
+        states = [{k: v.clone() for k, v in s.items()} for s in pipe.unit_states()]
+        events = pipe.executor.recorder.events
+    skip = min(opts.warmup, len(batches) - 1)
+    return states, costs_from_events(events, skip_batches=skip, stat="median")
+
+
+def calibrated(emulate: Costs, real: Costs) -> Costs:
+    """Emulated durations less the proxy's own work on each compute op (F, L, B, U; at least
+    0), so that an op holds its stage for about its emulated time in all."""
+    return {
+        s: {
+            k: max(0.0, v - (real.get(s, {}).get(k, 0.0) if k in ("F", "L", "B", "U") else 0.0))
+            for k, v in ops.items()
+        }
+        for s, ops in emulate.items()
+    }
+
+
+def folded(emulate: Costs) -> Costs:
+    """Move the emulated time of L, U and send_act onto B (fewer sleeps, each of which costs a
+    wake-up on a loaded machine). Timing-exact where those ops and B follow each other with no
+    receive in between: ``scpl`` at m=1 (recv_act, F, send_act, L, B, U; a send puts its
+    message before it holds the stage, so the message leaves at the same time) and one device
+    (F, L, B, U)."""
+    out: Costs = {}
+    for s, ops in emulate.items():
+        d = dict(ops)
+        moved = sum(d.pop(k, 0.0) for k in ("L", "U", "send_act"))
+        d["B"] = d.get("B", 0.0) + moved
+        out[s] = d
+    return out
 
 
 def emulated_row(
@@ -199,19 +246,26 @@ def emulated_row(
     proxy = _proxy(opts)
     emulate = per_micro(costs, num_micro)
     batches = make_batches(opts.warmup + opts.steps, proxy)
+    ref, real = reference_run(method, K, num_micro, batches, opts)
+    held = calibrated(emulate, real) if opts.calibrate else emulate
+    if (schedule == "scpl" and num_micro == 1) or (executor == "sequential" and K == 1):
+        held = folded(held)
     t0 = time.perf_counter()
-    with proxy_pipeline(executor, schedule, method, K, num_micro, emulate, True, proxy) as pipe:
-        for x, y in batches[: opts.warmup]:
-            pipe.step(x, y)
-        pipe.flush()
-        for x, y in batches[opts.warmup :]:
-            pipe.step(x, y)
-        pipe.flush()
-        states = [{k: v.clone() for k, v in s.items()} for s in pipe.unit_states()]
-        events = rebase(pipe.executor.recorder.events, opts.warmup)
+    rates, checks = [], []
+    for _ in range(max(1, opts.repeats)):
+        with proxy_pipeline(executor, schedule, method, K, num_micro, held, True, proxy) as pipe:
+            for x, y in batches[: opts.warmup]:
+                pipe.step(x, y)
+            pipe.flush()
+            for x, y in batches[opts.warmup :]:
+                pipe.step(x, y)
+            pipe.flush()
+            checks.append(_states_equal(ref, pipe.unit_states()))
+            events = rebase(pipe.executor.recorder.events, opts.warmup)
+        rates.append(SimResult(events, K, opts.steps).steady_rate(1) * proxy.batch_size)
     wall = time.perf_counter() - t0
     local = METHODS.get(method).local
-    rate = SimResult(events, K, opts.steps).steady_rate(1) * proxy.batch_size
+    rate = max(rates)  # the run least disturbed by other processes
     nominal = simulate(schedule, K, emulate, opts.steps, num_micro, local)
     row = {
         "row": name,
@@ -223,11 +277,11 @@ def emulated_row(
         "samples_per_s": rate,
         "nominal_samples_per_s": nominal.steady_rate(1) * proxy.batch_size,
         "stage_ms": [round(t * 1e3, 3) for t in stage_times(costs)],
+        "runs_samples_per_s": [round(r, 2) for r in rates],
         "wall_s": wall,
     }
     if verify:
-        ref = reference_states(method, K, num_micro, batches, opts)
-        row["verified"] = _states_equal(ref, states)
+        row["verified"] = all(checks)
     return row
 
 
@@ -329,37 +383,65 @@ def _fmt(row: dict) -> str:
 # -- measured VGG ---------------------------------------------------------------------------
 
 
+def cpu_op_costs(w, runs: Sequence[tuple[str, list[int]]], steps: int) -> list[Costs]:
+    """Op costs of each (method, partition) of workload ``w`` on one device, the runs taking
+    turns step by step (load from other processes hits them alike). Each step's op spans are
+    scaled by its thread CPU time / wall time (the sequential executor runs every op in this
+    thread, one intra-op thread), which removes the time the step waited for a core; the
+    median over ``steps`` timed steps (after one warm-up step) is kept."""
+    from scpl.perf.measure import model_pipeline, workload_batch
+
+    x, y = workload_batch(w)
+    pipes = [model_pipeline(w, m, len(part), partition=part) for m, part in runs]
+    spans: list[dict[tuple[int, str], list[float]]] = [{} for _ in runs]
+    try:
+        for step in range(1 + steps):
+            for i, pipe in enumerate(pipes):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                pipe.step(x, y)
+                pipe.metrics()
+                wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+                if step == 0:
+                    continue
+                f = min(1.0, cpu / wall) if wall > 0 else 1.0
+                for e in pipe.executor.recorder.events:
+                    if e.batch == step and e.kind in ("F", "L", "B", "U"):
+                        spans[i].setdefault((e.stage, e.kind), []).append((e.end - e.start) * f)
+    finally:
+        for pipe in pipes:
+            pipe.close()
+    out = []
+    for sp in spans:
+        c: Costs = {}
+        for (st, k), v in sp.items():
+            c.setdefault(st, {})[k] = statistics.median(v)
+        out.append(c)
+    return out
+
+
 def measured_rows(opts: TargetsOptions, log) -> tuple[list[dict], dict]:
     """VGG at ``measured_width`` with op costs measured on this machine: the time-balanced
     split, SCPL pipelined vs one-device BP (both emulated at the measured costs)."""
-    from scpl.perf.balance import auto_stage_costs
-    from scpl.perf.measure import measure_op_costs
+    from scpl.models import build_model
+    from scpl.perf.balance import UnitCosts, time_stage_costs
+    from scpl.perf.emulate import stage_totals
+    from scpl.perf.measure import Workload
 
     net = NETS["vgg"]
     w = opts.measured_width
     t0 = time.perf_counter()
-    costs = auto_stage_costs(
-        "vgg",
-        opts.stages,
-        "time",
-        head=opts.head,
-        input_shape=net.input_shape,
-        width=w,
-        batch_size=net.batch_size,
-        proj_dim=opts.proj_dim,
-        steps=opts.measured_steps,
-    )
+    wl = Workload("vgg", w, net.input_shape, net.batch_size, opts.head, opts.proj_dim)
+    # Units: each as its own stage, under BP (body: F+B+U) and SCPL (+ head and loss).
+    n = sum(build_model("vgg", net.input_shape, 10, opts.stages, w).partition)
+    ones = [1] * n
+    bp_u, scpl_u = cpu_op_costs(wl, [("bp", ones), ("scpl", ones)], opts.measured_steps)
+    body, full = stage_totals(bp_u, n), stage_totals(scpl_u, n)
+    head = [max(0.0, f - b) for f, b in zip(full, body, strict=True)]
+    shapes = build_model("vgg", net.input_shape, 10, n, w, ones).stage_shapes
+    out_bytes = [4.0 * net.batch_size * math.prod(sh) for sh in shapes]
+    costs = time_stage_costs(UnitCosts(body, head, "time"), out_bytes)
     auto = partition_min_max(costs, opts.stages)
-    kw = dict(
-        width=w,
-        input_shape=net.input_shape,
-        batch_size=net.batch_size,
-        steps=opts.measured_steps,
-        head=opts.head,
-        proj_dim=opts.proj_dim,
-    )
-    scpl = measure_op_costs("vgg", "scpl", opts.stages, partition=auto, **kw)
-    bp1 = measure_op_costs("vgg", "bp", 1, partition=[sum(auto)], **kw)
+    scpl, bp1 = cpu_op_costs(wl, [("scpl", auto), ("bp", [n])], opts.measured_steps)
     log(f"  measured op costs (width {w}) [{time.perf_counter() - t0:.1f}s]")
     work = ("F", "L", "B", "U")
     scpl = {s: {k: v for k, v in d.items() if k in work} for s, d in scpl.items()}
@@ -415,17 +497,20 @@ def step_ratio(opts: TargetsOptions, log) -> dict:
     times: dict[str, list[float]] = {m: [] for m in pipes}
     walls: dict[str, list[float]] = {m: [] for m in pipes}
     try:
-        for r in range(1 + opts.step_ratio_rounds):
+        # Warm-up on a small batch: optimizer state, allocator, lazy set-up; none of it is timed.
+        for pipe in pipes.values():
+            pipe.step(x[:8], y[:8])
+            pipe.metrics()
+        for r in range(opts.step_ratio_rounds):
             for m, pipe in pipes.items():
                 c0, t0 = time.thread_time(), time.perf_counter()
                 pipe.step(x, y)
                 pipe.metrics()
-                if r:
-                    times[m].append(time.thread_time() - c0)
-                    walls[m].append(time.perf_counter() - t0)
+                times[m].append(time.thread_time() - c0)
+                walls[m].append(time.perf_counter() - t0)
             log(
-                f"  step-ratio round {r}: "
-                + ", ".join(f"{m} {walls[m][-1]:.2f}s" for m in pipes if walls[m])
+                f"  step-ratio round {r + 1}: "
+                + ", ".join(f"{m} {walls[m][-1]:.2f}s wall {times[m][-1]:.2f}s cpu" for m in pipes)
             )
     finally:
         for pipe in pipes.values():
@@ -546,8 +631,13 @@ def vgg_pipeline_rows(suite, scpl, r, opts, values, nominal, detail, log) -> lis
         return []
     best = max(pipes, key=lambda x: x["samples_per_s"])
     nbest = max(pipes, key=lambda x: x["nominal_samples_per_s"])
-    values["vgg-flops-K4-scpl-vs-gpipe"] = _ratio(scpl, best)
     nominal["vgg-flops-K4-scpl-vs-gpipe"] = _ratio(scpl, nbest, "nominal_samples_per_s")
+    # Many short micro-batch ops suffer more from a loaded machine than SCPL's few long ones:
+    # never credit SCPL with more than the cost model gives it against BP's best pipeline.
+    detail["vgg_scpl_vs_gpipe_measured"] = _ratio(scpl, best)
+    values["vgg-flops-K4-scpl-vs-gpipe"] = min(
+        _ratio(scpl, best), nominal["vgg-flops-K4-scpl-vs-gpipe"]
+    )
     m = best["m"]
     one_f = next(x for x in pipes if x["schedule"] == "pipedream-1f1b" and x["m"] == m)
     # SCPL on the same micro-batches: a local stage runs F, L, B per micro-batch (the
