@@ -12,6 +12,10 @@ its stage for a chosen duration while releasing the GIL, as a GPU kernel would. 
                recorder and scaled so the slowest stage takes ``vgg_stage_ms``;
 * ``flops``    the same with FLOP-proportional costs (a compute-bound device);
 * ``dist``     scpl on the dist executor (one process per stage, gloo), K = 2, 4;
+* ``dp``       data parallel x pipeline: scpl on K=4 stages x R in {1, 2} replicas (dist, gloo,
+               K x R processes), the gradient all-reduce and SupCon all-gather costed by
+               :class:`scpl.perf.dataparallel.CollectiveModel` (ring all-reduce, not overlapped);
+               R x the batch per step (weak scaling);
 * ``sim``      every emulated row is replayed by the simulator (its error is a column);
 * ``project``  the simulator on VGG's unscaled measured op costs (projected K-device rates);
 * ``balance``  paper split vs time-/parameter-balanced split (measured stage costs, simulator);
@@ -56,7 +60,7 @@ Log = Callable[[str], None]
 EQUAL_SPEC = "F=15ms,L=3ms,B=30ms,U=2ms"
 """Default equal per-stage costs (50 ms of device time per stage and mini-batch)."""
 
-PARTS = ("equal", "vgg", "flops", "dist", "project", "balance", "real")
+PARTS = ("equal", "vgg", "flops", "dist", "dp", "project", "balance", "real")
 
 
 @dataclass
@@ -84,6 +88,15 @@ class BenchOptions:
     overhead_batch: int = 32
     overhead_steps: int = 6
     dist_stages: tuple[int, ...] = (2, 4)
+    dp_stages: int = 4
+    dp_replicas: tuple[int, ...] = (1, 2)
+    dp_emulate: str = "F=60ms,L=12ms,B=120ms,U=8ms"
+    """Longer than EQUAL_SPEC: K x R processes share this machine's core, and the proxy's real
+    compute must stay small next to the emulated time."""
+    dp_steps: int = 8
+    dp_grad_mb: float = 25.0
+    dp_bandwidth_gbs: float = 50.0
+    dp_latency_us: float = 20.0
     out: str = "runs/bench"
     device: str = "cpu"
     threads: int = 1
@@ -241,6 +254,36 @@ def dist_rows(opts: BenchOptions, results: dict, log: Log = print) -> list[dict]
     return rows
 
 
+def dp_rows(opts: BenchOptions, results: dict, log: Log = print) -> list[dict]:
+    """Emulated scpl on K stages x R replicas (dist, gloo); the nominal columns are the
+    simulator's prediction with the collective cost model."""
+    from scpl.perf.dataparallel import CollectiveModel, dp_costs, run_dp
+
+    log("bench: data parallel x pipeline (dist executor, K x R gloo processes)")
+    model = CollectiveModel(opts.dp_grad_mb, opts.dp_bandwidth_gbs, opts.dp_latency_us)
+    K, rows = opts.dp_stages, []
+    for R in opts.dp_replicas:
+        costs = dp_costs(
+            parse_emulate(opts.dp_emulate, K),
+            K,
+            R,
+            model,
+            gather=(opts.proxy.batch_size, opts.proxy.proj_dim),
+        )
+        t = time.perf_counter()
+        res = run_dp(K, R, costs, steps=opts.dp_steps, warmup=1, proxy=opts.proxy)
+        # The replicas in the suite's name (the table has no R column); executor "dist" keeps
+        # the rows out of the Gantt charts (per-process clocks).
+        row = _row(f"dp-R{R}", "dist", "scpl", "scpl", K, 1, res, costs, opts.warmup)
+        row["R"], row["allreduce_ms"] = R, model.allreduce_s(R) * 1e3
+        rows.append(row)
+        log(
+            f"  dp K={K} x R={R}: {row['samples_per_s']:.1f} samples/s, predicted "
+            f"{row['nominal_samples_per_s']:.1f} [{time.perf_counter() - t:.1f}s]"
+        )
+    return rows
+
+
 def project_rows(opts: BenchOptions, log: Log = print) -> list[dict]:
     """Projected K-device throughput of every schedule from the model's unscaled op costs
     measured on one device (the simulator, transfers free unless --transfer)."""
@@ -374,6 +417,25 @@ def check_targets(rows: list[dict], real: dict) -> list[dict]:
                 abs(d) <= 0.05,
                 f"relative difference; with the nominal costs (no proxy overhead) {nom - 1:+.3f}",
             )
+    dp = {r["R"]: r for r in rows if r["suite"].startswith("dp-R")}
+    if 1 in dp and 2 in dp:
+        x = dp[2]["samples_per_s"] / dp[1]["samples_per_s"]
+        nom = dp[2]["nominal_samples_per_s"] / dp[1]["nominal_samples_per_s"]
+        k = dp[1]["K"]
+        add(
+            f"dp: K={k} x R=2 >= 1.9x K={k} x R=1 (samples/s)",
+            x,
+            x >= 1.9,
+            f"predicted {nom:.3f} (ring all-reduce {dp[2]['allreduce_ms']:.2f} ms per update)",
+        )
+        for r in dp.values():
+            err = r["samples_per_s"] / r["nominal_samples_per_s"] - 1
+            add(
+                f"dp: K={k} x R={r['R']} within 10% of the prediction",
+                err,
+                abs(err) <= 0.10,
+                "relative difference, measured vs simulated with the cost model",
+            )
     errs = [abs(r["sim_err_pct"]) for r in rows if "sim_err_pct" in r]
     if errs:
         add(
@@ -398,6 +460,7 @@ _PUBLIC = tuple(
 PIPELINE_SUITES: dict[str, Callable[[BenchOptions, dict, Log], list[dict]]] = {
     "equal": equal_rows,
     "dist": dist_rows,
+    "dp": dp_rows,
     "vgg": lambda o, r, log: scaled_rows(o, r, log, "measured"),
     "flops": lambda o, r, log: scaled_rows(o, r, log, "flops"),
 }
