@@ -27,6 +27,22 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from scpl.errors import ScplError
+
+
+def replica_failed(what: str, group, err: BaseException) -> ScplError:
+    """A one-line error for a collective over a stage's replicas that failed or timed out."""
+    try:
+        ranks = dist.get_process_group_ranks(group)
+    except (RuntimeError, ValueError):
+        ranks = []
+    first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    return ScplError(
+        f"a replica of this stage (ranks {', '.join(map(str, ranks))}) died or stalled during "
+        f"the {what} of rank {dist.get_rank()} ({first}); stopping -- check those ranks' logs, "
+        "then restart with --resume OUT_DIR"
+    )
+
 
 @dataclass
 class Mesh:
@@ -101,7 +117,10 @@ class GradAverager:
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        try:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        except (RuntimeError, dist.DistError) as e:
+            raise replica_failed("gradient all-reduce", self.group, e) from None
         flat.div_(self.replicas)
         offset = 0
         for g in grads:
@@ -143,7 +162,10 @@ class FeatureGather:
     def __call__(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = dist.get_world_size(group=self.group)
         ys = [torch.empty_like(y) for _ in range(n)]
-        dist.all_gather(ys, y.contiguous(), group=self.group)
+        try:
+            dist.all_gather(ys, y.contiguous(), group=self.group)
+        except (RuntimeError, dist.DistError) as e:
+            raise replica_failed("SupCon all-gather", self.group, e) from None
         return _GatherRows.apply(z, self.group), torch.cat(ys)
 
 
