@@ -90,9 +90,9 @@ class BenchOptions:
     dist_stages: tuple[int, ...] = (2, 4)
     dp_stages: int = 4
     dp_replicas: tuple[int, ...] = (1, 2)
-    dp_emulate: str = "F=60ms,L=12ms,B=120ms,U=8ms"
-    """Longer than EQUAL_SPEC: K x R processes share this machine's core, and the proxy's real
-    compute must stay small next to the emulated time."""
+    dp_emulate: str = "F=120ms,L=24ms,B=240ms,U=16ms"
+    """8 x EQUAL_SPEC: K x R processes share this machine's core, and the proxy's real compute
+    and the processes' overhead must stay small next to the emulated time."""
     dp_steps: int = 8
     dp_grad_mb: float = 25.0
     dp_bandwidth_gbs: float = 50.0
