@@ -21,6 +21,12 @@ $S experiment fmnist-ablate-batch --trials 2
 $S experiment fmnist-long --trials 1
 $S params --dataset cifar10 --out docs/results/params
 
+# Issue 14: augmentation (paper text vs authors' code), SCPL's last stage, and accuracy at equal
+# simulated wall time on 4 devices (the README headline).
+$S experiment fmnist-ablate-augment --trials 1
+$S experiment fmnist-ablate-last --trials 1
+$S experiment fmnist-tta --time-to-accuracy --devices-sim 4 --trials 1
+
 # Time per epoch vs batch size (SCPL appendix Figs 5-12).
 $S epoch-time --model vgg --dataset cifar100 --out docs/results/epoch-time/vgg-cifar100
 $S epoch-time --model vgg --dataset cifar100 --emulate flops --out docs/results/epoch-time/vgg-cifar100-flops

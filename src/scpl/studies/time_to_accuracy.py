@@ -15,7 +15,8 @@ validation curve on a time axis:
    cosine schedule ties accuracy to the run's own length, the accuracy at equal wall time comes
    from runs *whose schedule ends at that budget*: a contender s times faster per step than BP
    on one device trains for s x BP's steps (same epochs, more steps per epoch), never from
-   reading a longer run's curve.
+   reading a longer run's curve. Every contender uses the experiment's shared settings (same
+   batch, augmentation, width); a row's own overrides other than its method are not used.
 3. **Tables.** Per contender: simulated seconds per step, speed-up, steps at the budget, test
    accuracy at the budget (mean ± std over seeds; epoch chosen on validation), and the simulated
    time at which its validation curve (one point per epoch) first reaches each accuracy level.
