@@ -162,3 +162,18 @@ def test_train_two_stages_two_replicas_via_torchrun(tmp_path):
         "final.rank1.pt",
     ]
     assert (out / "metrics.rank3.jsonl").exists()  # every rank logs its own stage
+
+
+def test_launcher_names_stage_and_replica_of_the_failed_rank():
+    import io
+
+    from scpl.launch import TorchrunReport
+
+    report = TorchrunReport(io.StringIO(), replicas_of=2)
+    report.feed(
+        "E1202 03:19:56.837000 1 torch/distributed/elastic/x.py:1] failed (exitcode: -9) "
+        "local_rank: 3 (pid: 1) of binary: p\n"
+    )
+    assert report.summary().startswith(
+        "scpl: error: rank 3 (stage 1 of replica 1) failed first (killed by SIGKILL)"
+    )

@@ -47,8 +47,10 @@ class TorchrunReport:
     traceback and its failure summary are kept out of sight (``verbose`` shows them) and parsed
     for the rank that failed first."""
 
-    def __init__(self, sink: TextIO, verbose: bool = False) -> None:
+    def __init__(self, sink: TextIO, verbose: bool = False, replicas_of: int = 0) -> None:
         self.sink, self.verbose = sink, verbose
+        # Data parallelism: stages per replica (rank r*K + l is stage l of replica r); 0: none.
+        self.replicas_of = replicas_of
         self.first: tuple[int, int] | None = None  # (rank, exit code) of the first failure
         self.root: tuple[int, int] | None = None  # torchrun's "Root Cause" entry
         self.blamed: dict[int, int] = {}  # rank -> the peer it says died or stalled
@@ -126,13 +128,20 @@ class TorchrunReport:
             how = f"exit code {code}"
         if culprit != rank:
             return (
-                f"scpl: error: rank {culprit} (stage {culprit}) died or stalled first; rank {rank} "
-                f"(stage {rank}) stopped waiting for it ({how}) and the other ranks were stopped"
+                f"scpl: error: rank {culprit} ({self._place(culprit)}) died or stalled first; rank "
+                f"{rank} ({self._place(rank)}) stopped waiting for it ({how}) and the other ranks "
+                "were stopped"
             )
         return (
-            f"scpl: error: rank {rank} (stage {rank}) failed first ({how}); the other ranks were "
-            "stopped (--debug shows torchrun's report)"
+            f"scpl: error: rank {rank} ({self._place(rank)}) failed first ({how}); the other ranks "
+            "were stopped (--debug shows torchrun's report)"
         )
+
+    def _place(self, rank: int) -> str:
+        if not self.replicas_of:
+            return f"stage {rank}"
+        replica, stage = divmod(rank, self.replicas_of)
+        return f"stage {stage} of replica {replica}"
 
 
 def launch_torchrun(nproc: int, cfg=None, recipe: str = "custom") -> int:
@@ -170,6 +179,7 @@ def launch_torchrun(nproc: int, cfg=None, recipe: str = "custom") -> int:
         cmd,
         dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
         verbose="--debug" in argv,
+        replicas_of=cfg.stages if cfg is not None and cfg.data_parallel > 1 else 0,
     )
 
 
@@ -196,14 +206,14 @@ def preflight(cfg, recipe: str) -> None:
         prepare_out_dir(cfg, recipe)
 
 
-def run_supervised(cmd: list[str], env: dict, verbose: bool = False) -> int:
+def run_supervised(cmd: list[str], env: dict, verbose: bool = False, replicas_of: int = 0) -> int:
     """Run torchrun in its own session, forwarding SIGINT/SIGTERM/SIGHUP to it and waiting for
     it (killing it after :data:`STOP_GRACE_S`); print one line naming the rank that failed
     first. Returns torchrun's exit code, or 128 + the signal when stopped by one."""
     proc = subprocess.Popen(
         cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True
     )
-    report = TorchrunReport(sys.stderr, verbose)
+    report = TorchrunReport(sys.stderr, verbose, replicas_of)
 
     def pump() -> None:
         assert proc.stderr is not None
