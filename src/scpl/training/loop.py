@@ -234,8 +234,8 @@ def train(
             if silent:
                 r, age = silent[0]
                 raise ScplError(
-                    f"rank {r} (stage {r}) died or stalled while rank {env.rank} (stage "
-                    f"{env.rank}) waited ({age:.0f} s without a sign of life); stopping -- "
+                    f"rank {r} (stage {r % cfg.stages}) died or stalled while rank {env.rank} "
+                    f"(stage {env.rank % cfg.stages}) waited ({age:.0f} s without a sign of life); stopping -- "
                     f"check rank {r}, then restart with --resume OUT_DIR [{e}]"
                 ) from None
         raise
