@@ -526,7 +526,10 @@ Faults around a run, tested in tests/test_reliability.py (not run by this script
   rank that failed first, following "rank P died or stalled while rank R ..." messages to the
   rank that stopped first (`test_launcher_condenses_torchrun_failures_to_one_line_naming_the_first_rank`).
   Ranks wait `--dist-timeout` (60 s by default) for a peer before stopping
-  (`test_stall_timeout_default_is_documented`).
+  (`test_stall_timeout_default_is_documented`); a rank that stops because its peer timed out
+  names the rank without a heartbeat, so a stalled rank (SIGSTOP) is named by every other rank,
+  not the healthy rank that was waiting for it (tests/test_failfast.py::
+  `test_a_stalled_rank_is_the_one_every_other_rank_names`).
 - Ctrl-C during a checkpoint save: a plain interrupt (exit 130), the previous checkpoint intact
   (`test_ctrl_c_during_a_save_is_a_plain_interrupt`).
 - NaN in summary.json / metrics.jsonl: written as null (`test_summary_and_metrics_are_strict_json`);
