@@ -234,6 +234,6 @@ def test_text_csv_columns_and_max_len_are_flags(tmp_path, capsys):
     assert main(base + flags) == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["text_column"] == "body" and summary["config"]["max_len"] == 5
-    assert main(base + ["--max-len", "-1"]) == 2
+    assert main(base + ["--max-len", "-1", "--overwrite"]) == 2  # run/ holds the run above
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-len -1" in err[0] and "SCPL_" not in err[0]
