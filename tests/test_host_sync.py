@@ -64,16 +64,7 @@ CASES = [
     ("local", "nmp", "bp", "convnet"),
     ("local", "scpl-gpipe", "scpl", "convnet"),
     ("local", "scpl", "scpl", "lstm"),
-    pytest.param(
-        "local",
-        "scpl",
-        "al",
-        "convnet",
-        marks=pytest.mark.xfail(
-            reason="AL's code_spread term reads a count back per step (methods/al.py)",
-            strict=False,
-        ),
-    ),
+    ("local", "scpl", "al", "convnet"),
 ]
 
 

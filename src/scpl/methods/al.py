@@ -118,17 +118,18 @@ def he_normal_(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def code_spread(t: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean pairwise distance between the class codes (class means of ``t``) present in the
-    batch; 0 when fewer than two classes are present."""
+    batch; 0 when fewer than two classes are present. Computed with masks over all class
+    pairs, so the shape never depends on the data (no host sync per step)."""
     onehot = F.one_hot(y.to(t.device), num_classes).to(t.dtype)
     counts = onehot.sum(0)
     present = counts > 0
-    k = int(present.sum())
-    if k < 2:
-        return torch.zeros((), device=t.device, dtype=t.dtype)
-    means = (onehot.t() @ t)[present] / counts[present, None]
-    return torch.pdist(means).mean()
+    means = (onehot.t() @ t.detach()) / counts.clamp(min=1)[:, None]
+    dist = torch.cdist(means, means, compute_mode="donot_use_mm_for_euclid_dist")
+    pairs = torch.triu(present[:, None] & present[None, :], diagonal=1)
+    return (dist * pairs).sum() / pairs.sum().clamp(min=1)
 
 
 class ALOut(NamedTuple):
