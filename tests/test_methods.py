@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+import scpl
 from scpl.errors import ConfigError
 from scpl.methods import METHODS, MethodConfig, build_method, count_parameters
 from scpl.models import build_model
-from scpl.parallel import EXECUTORS, OptimConfig
+from scpl.parallel import OptimConfig
 
 SHAPE = (3, 16, 16)
 CLASSES = 5
@@ -292,19 +293,20 @@ def test_inference_uses_no_head_parameters(model_name, method):
 
 
 def train_sequential(method: str, steps: int = 3):
-    _, m, units = make_units("convnet", method, seed=123)
-    initial = [{k: v.clone() for k, v in u.state_dict().items()} for u in units]
-    executor = EXECUTORS.get("sequential")(
-        units, m.local, OptimConfig(lr=1e-2, total_steps=steps), [torch.device("cpu")]
-    )
+    torch.manual_seed(123)
+    model = build_model("convnet", SHAPE, CLASSES, num_stages=4, width=WIDTH)
+    optim = OptimConfig(lr=1e-2, total_steps=steps, schedule="cosine")
     metrics = []
-    for step in range(steps):
-        x, y = batch(16, seed=step)
-        executor.submit(x, y)
-        executor.flush()
-        metrics.append(executor.collect())
-    final = [{k: v.clone() for k, v in s.items()} for s in executor.unit_states()]
-    executor.close()
+    with scpl.pipeline(
+        model, method, executor="sequential", devices="cpu", optimizer=optim, proj_dim=32
+    ) as pipe:
+        initial = [{k: v.clone() for k, v in s.items()} for s in pipe.unit_states()]
+        for step in range(steps):
+            x, y = batch(16, seed=step)
+            pipe.step(x, y)
+            pipe.flush()
+            metrics.append(pipe.metrics())
+        final = [{k: v.clone() for k, v in s.items()} for s in pipe.unit_states()]
     return initial, final, metrics
 
 
