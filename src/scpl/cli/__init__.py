@@ -156,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from scpl.training.recipes import make_config
 
     if args.resume:  # the run's own settings, from its checkpoint (+ resume-safe flags)
-        from scpl.training.loop import resume_config
+        from scpl.training.checks import resume_config
 
         cfg, recipe = resume_config(args.resume, vars(args))
     else:
