@@ -114,3 +114,49 @@ def test_a_stalled_rank_is_the_one_every_other_rank_names(tmp_path):
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+def test_killing_one_rank_of_a_data_parallel_run_stops_every_rank_naming_it(tmp_path):
+    """K=2 stages x R=2 replicas: SIGKILL of rank 3 (stage 1 of replica 1) ends the three
+    others within the stall timeout, each with one line naming rank 3."""
+    port, procs = free_port(), []
+    for rank in range(4):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="4",
+            LOCAL_WORLD_SIZE="4",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        cmd = _rank_cmd(tmp_path, timeout="20")
+        cmd[cmd.index("--stages") + 1] = "2"
+        cmd += ["--data-parallel", "2", "--batch-size", "32"]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    try:
+        log = tmp_path / "metrics.rank3.jsonl"
+        deadline = time.time() + 180
+        while time.time() < deadline and not (log.exists() and log.stat().st_size > 200):
+            assert all(p.poll() is None for p in procs), "a rank exited before the kill"
+            time.sleep(0.05)
+        procs[3].send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        for p in procs[:3]:
+            p.wait(timeout=90)
+        assert time.time() - killed_at < 90
+        for p in procs[:3]:
+            err = p.stderr.read()
+            lines = [ln for ln in err.splitlines() if ln.startswith("scpl: error:")]
+            assert p.returncode != 0 and len(lines) == 1, err[-2000:]
+            assert "rank 3" in lines[0], lines[0]
+            assert "Traceback" not in err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()

@@ -239,11 +239,19 @@ def train(
             # A peer that timed out may itself only have been waiting: name the rank that
             # stopped showing signs of life instead.
             silent = heartbeat.silent()
+            if not silent and any(w in str(e) for w in ("died", "stalled", "timed out", "closed")):
+                # A peer's loss can reach us before its heartbeat is old enough to count (a
+                # replica that failed at once because another rank was killed): give the
+                # rank that really went silent time to show, the longest silent first.
+                deadline = time.time() + heartbeat.SILENT_S + 1.0
+                while not silent and time.time() < deadline:
+                    time.sleep(0.25)
+                    silent = heartbeat.silent()
             if silent:
                 r, age = silent[0]
                 raise ScplError(
-                    f"rank {r} (stage {r % cfg.stages}) died or stalled while rank {env.rank} "
-                    f"(stage {env.rank % cfg.stages}) waited ({age:.0f} s without a sign of life); stopping -- "
+                    f"rank {r} ({_where(r, cfg)}) died or stalled while rank {env.rank} "
+                    f"({_where(env.rank, cfg)}) waited ({age:.0f} s without a sign of life); stopping -- "
                     f"check rank {r}, then restart with --resume OUT_DIR [{e}]"
                 ) from None
         raise
@@ -443,6 +451,12 @@ def method_config(cfg: TrainConfig) -> MethodConfig:
     """The method settings of a run config (fields of the same names)."""
     names = set(MethodConfig.__dataclass_fields__)
     return MethodConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
+
+
+def _where(rank: int, cfg: TrainConfig) -> str:
+    """'stage l' of a dist rank, with its replica under data parallelism."""
+    stage, replica = rank % cfg.stages, rank // cfg.stages
+    return f"stage {stage} of replica {replica}" if cfg.data_parallel > 1 else f"stage {stage}"
 
 
 def _silent(*args, **kwargs) -> None:
