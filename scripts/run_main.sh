@@ -9,4 +9,9 @@ if [ ! -e "$FMNIST/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/nul
   # Debian ships Fashion-MNIST; elsewhere scpl downloads it (with checksums) into its cache.
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || true
 fi
-.venv/bin/scpl train default "$@"
+# The main job is meant to be re-run as is: it replaces its own previous result unless asked to
+# resume or given other output options.
+case " $* " in
+  *" --resume"*|*" --overwrite"*|*" --out"*) .venv/bin/scpl train default "$@" ;;
+  *) .venv/bin/scpl train default --overwrite true "$@" ;;
+esac
