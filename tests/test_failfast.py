@@ -38,23 +38,24 @@ def _rank_cmd(out, timeout="30"):
     ]
 
 
-def _start_ranks(out, timeout="30"):
+def _start_ranks(out, timeout="30", world=3, extra=()):
+    """``world`` ranks of a dist smoke run (one stage per rank unless ``extra`` says otherwise)."""
     port = free_port()
     procs = []
-    for rank in range(3):
+    for rank in range(world):
         env = dict(
             os.environ,
             RANK=str(rank),
             LOCAL_RANK=str(rank),
-            WORLD_SIZE="3",
-            LOCAL_WORLD_SIZE="3",
+            WORLD_SIZE=str(world),
+            LOCAL_WORLD_SIZE=str(world),
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(port),
             OMP_NUM_THREADS="1",
         )
         procs.append(
             subprocess.Popen(
-                _rank_cmd(out, timeout),
+                _rank_cmd(out, timeout) + list(extra),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -119,26 +120,9 @@ def test_a_stalled_rank_is_the_one_every_other_rank_names(tmp_path):
 def test_killing_one_rank_of_a_data_parallel_run_stops_every_rank_naming_it(tmp_path):
     """K=2 stages x R=2 replicas: SIGKILL of rank 3 (stage 1 of replica 1) ends the three
     others within the stall timeout, each with one line naming rank 3."""
-    port, procs = free_port(), []
-    for rank in range(4):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="4",
-            LOCAL_WORLD_SIZE="4",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-        )
-        cmd = _rank_cmd(tmp_path, timeout="20")
-        cmd[cmd.index("--stages") + 1] = "2"
-        cmd += ["--data-parallel", "2", "--batch-size", "32"]
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
+    # A later --stages wins over _rank_cmd's 3 (argparse keeps the last value).
+    extra = ["--stages", "2", "--data-parallel", "2", "--batch-size", "32"]
+    procs = _start_ranks(tmp_path, timeout="20", world=4, extra=extra)
     try:
         log = tmp_path / "metrics.rank3.jsonl"
         deadline = time.time() + 180
