@@ -113,6 +113,16 @@ def test_local_pipeline_equals_sequential_reference():
             assert torch.equal(a[k], b[k]), k
 
 
+def test_predict_is_the_inference_path_and_keeps_the_training_mode():
+    m = _tiny_model(input_shape=(8,))
+    x = torch.randn(5, 8)
+    with scpl.pipeline(m, executor="local", head="linear") as pipe:
+        logits = pipe.predict(x)
+        assert all(r.unit.training for r in pipe.executor.runners)
+    assert logits.shape == (5, 3)
+    assert torch.equal(logits, m.eval()(x))
+
+
 def test_split_cuts_a_sequential_network():
     net = nn.Sequential(*[nn.Linear(4, 4) for _ in range(5)])
     assert [len(s) if isinstance(s, nn.Sequential) else 1 for s in scpl.split(net, 2)] == [3, 2]

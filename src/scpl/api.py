@@ -209,20 +209,18 @@ class Pipeline:
     def predict(self, x) -> torch.Tensor:
         """Class logits of the inference path for one batch (on the last stage's device)."""
         ex = self._build(x)
-        ex.flush()
-        runners = getattr(ex, "runners", None)
-        if runners is None:
+        infer = getattr(ex, "infer", None)
+        if infer is None:
             raise ConfigError(f"predict() is not available on the {self.executor_name} executor")
-        was = [r.unit.training for r in runners]
-        for r in runners:
+        ex.flush()
+        was = [r.unit.training for r in ex.runners]
+        for r in ex.runners:
             r.unit.train(False)
         try:
-            for r in runners:
-                x = r.infer(x)
+            return infer(x)
         finally:
-            for r, w in zip(runners, was, strict=True):
+            for r, w in zip(ex.runners, was, strict=True):
                 r.unit.train(w)
-        return x
 
     # -- state -----------------------------------------------------------------------------
     def parameters_count(self) -> dict[str, int]:

@@ -109,7 +109,8 @@ class RunnerExecutor(Executor):
             r.load_state_dict(s)
         self._batch = state["batch"]
 
-    def _infer(self, x) -> torch.Tensor:
+    def infer(self, x) -> torch.Tensor:
+        """Class logits of the inference path (stages + classifier, no heads) for one batch."""
         for r in self.runners:
             x = r.infer(x)
         return x
@@ -118,7 +119,7 @@ class RunnerExecutor(Executor):
         self.flush()
         correct, total = None, 0
         for x, y in batches:
-            logits = self._infer(x)
+            logits = self.infer(x)
             hit = (logits.argmax(1) == y.to(logits.device)).sum()
             correct = hit if correct is None else correct + hit.to(correct.device)
             total += int(y.shape[0])
