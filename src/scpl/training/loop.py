@@ -28,6 +28,7 @@ from scpl.errors import ConfigError, ScplError
 from scpl.launch import bind_to_parent
 from scpl.methods import MethodConfig
 from scpl.models import MODELS, StagedModel, build_model
+from scpl.models.base import models_of_kind
 from scpl.parallel import OptimConfig
 from scpl.training.checkpoint import (
     atomic_save,
@@ -479,10 +480,6 @@ def text_model_kwargs(cfg: TrainConfig, data: DataBundle, echo) -> dict:
         embeddings=emb,
         freeze_embeddings=cfg.freeze_embeddings,
     )
-
-
-def models_of_kind(kind: str) -> list[str]:
-    return [m for m in MODELS.names() if getattr(MODELS.get(m), "kind", "image") == kind]
 
 
 def timed_evaluate(pipe: Pipeline, feed, which: str) -> tuple[float, float]:
