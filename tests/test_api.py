@@ -48,7 +48,12 @@ def test_shapes_and_classes_are_inferred():
     with scpl.pipeline(lazy, executor="sequential", head="linear") as pipe:
         pipe.step(torch.randn(8, 2, 4), torch.randint(0, 3, (8,)))
         assert lazy.stage_shapes == [(16,), (16,)]
-        assert set(pipe.metrics()) == {"stage0/supcon", "stage1/ce", "stage1/supcon"}
+        assert set(pipe.metrics()) == {
+            "stage0/supcon",
+            "stage0/local_ce",
+            "stage1/ce",
+            "stage1/supcon",
+        }
 
 
 @pytest.mark.parametrize(
@@ -162,3 +167,15 @@ def test_train_on_user_loaders_and_model(tmp_path):
     )
     assert summary["steps"] == 2 * min(6, cfg.max_steps) and 0.0 <= summary["test_acc"] <= 1.0
     assert summary["num_test"] == 96 and (tmp_path / "run" / "summary.json").exists()
+
+
+def test_method_run_defaults_apply_unless_a_method_config_is_given():
+    model = _tiny_model(input_shape=(2, 4))
+    with scpl.pipeline(model, executor="sequential") as pipe:
+        assert (pipe.method.cfg.head, pipe.method.cfg.proj_dim) == ("mlp-pool", 128)
+        assert pipe.method.cfg.local_ce == 0.3
+    with scpl.pipeline(model, executor="sequential", proj_dim=64) as pipe:
+        assert (pipe.method.cfg.head, pipe.method.cfg.proj_dim) == ("mlp-pool", 64)
+    paper = scpl.MethodConfig()  # the paper's head: taken as given
+    with scpl.pipeline(model, executor="sequential", method_config=paper) as pipe:
+        assert (pipe.method.cfg.head, pipe.method.cfg.proj_dim) == ("mlp", 1024)

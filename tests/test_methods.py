@@ -12,6 +12,7 @@ from torch import nn
 import scpl
 from scpl.errors import ConfigError
 from scpl.methods import METHODS, MethodConfig, build_method, count_parameters
+from scpl.methods.base import make_head
 from scpl.models import build_model
 from scpl.parallel import OptimConfig
 
@@ -204,6 +205,35 @@ def test_scpl_loss_terms():
         want = {"supcon", "ce"} if unit.is_last else {"supcon"}
         assert set(terms) == want
         assert torch.allclose(total, sum(terms.values()))
+
+
+@pytest.mark.parametrize("model_name", ["convnet", "resnet18"])
+def test_scpl_local_ce_is_a_pooled_classifier_per_hidden_stage_and_stays_local(model_name):
+    torch.manual_seed(0)
+    model = build_model(model_name, SHAPE, CLASSES, num_stages=4, width=WIDTH)
+    units = build_method("scpl", MethodConfig(proj_dim=32, local_ce=0.5)).attach(model)
+    assert "local_ce" not in units[-1].aux
+    for unit in units[:-1]:
+        clf = unit.aux["local_ce"]
+        linear = [m for m in clf.modules() if isinstance(m, nn.Linear)]
+        assert len(linear) == 1 and linear[0].out_features == CLASSES  # light: one Linear
+    units.train()
+    x, y = batch()
+    h = x
+    for unit in units:
+        h = unit(h)
+        total, terms = unit.loss(h, y)
+        assert set(terms) == ({"supcon", "ce"} if unit.is_last else {"supcon", "local_ce"})
+        assert torch.allclose(total, sum(terms.values()))
+    for stage in range(len(units)):
+        zero(units)
+        local_losses(units, x, y)[stage].backward()
+        for m, unit in enumerate(units):
+            got = [g is not None for g in grads(unit)]
+            assert all(got) if m == stage else not any(got), (stage, m)
+    with pytest.raises(ConfigError, match="local-ce"):
+        build_method("scpl", MethodConfig(local_ce=-1.0))
+    assert isinstance(make_head("pool-linear", 32, CLASSES), nn.Linear)  # flat (text) features
 
 
 @pytest.mark.parametrize("model_name", ["convnet", "vgg"])

@@ -57,3 +57,37 @@ def test_tiny_imagenet_at_32():
     x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(1, 3, 1, 1)
     y = downsample(x, 2)
     assert y.dtype == torch.uint8 and y[0, 0].tolist() == [[2, 4], [10, 12]]
+
+
+def test_init_he_rescales_convs_and_linears_and_torch_keeps_defaults():
+    torch.manual_seed(0)
+    default = build_model("vanilla-convnet", (3, 32, 32), 10, 4, 1.0)
+    torch.manual_seed(0)
+    same = build_model("vanilla-convnet", (3, 32, 32), 10, 4, 1.0, init="torch")
+    assert all(
+        torch.equal(a, b) for a, b in zip(default.parameters(), same.parameters(), strict=True)
+    )
+    he = build_model("vanilla-convnet", (3, 32, 32), 10, 4, 1.0, init="he")
+    conv = [c for c in he.modules() if isinstance(c, nn.Conv2d)][4]  # 32 in, 3x3: fan-in 288
+    assert conv.weight.std().item() == pytest.approx((2 / 288) ** 0.5, rel=0.1)
+    assert all(torch.all(m.bias == 0) for m in he.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    # Why it exists: through 8 BN-free convs the default init shrinks the signal, He keeps it.
+    x = torch.randn(64, 3, 32, 32)
+    with torch.no_grad():
+        r_default, r_he = x, x
+        for s_default, s_he in zip(default.stages, he.stages, strict=True):
+            r_default, r_he = s_default(r_default), s_he(r_he)
+    assert r_he.std() > 3 * r_default.std()
+    with pytest.raises(ConfigError, match="--init"):
+        build_model("vanilla-convnet", (3, 32, 32), 10, 4, 1.0, init="xavier")
+
+
+def test_init_auto_is_he_for_images_and_torch_for_text_and_paper_recipes():
+    from scpl.training.recipes import make_config
+
+    cfg = make_config("default")
+    assert cfg.init == "auto"
+    assert cfg.resolved_init("image") == "he" and cfg.resolved_init("text") == "torch"
+    assert make_config("paper-cifar10-vanilla-convnet-scpl").resolved_init("image") == "torch"
+    with pytest.raises(ConfigError, match="--init"):
+        make_config("default", {"init": "xavier"})

@@ -146,3 +146,19 @@ def test_synthetic_specs_give_the_asked_shape_sizes_and_lengths():
     pos = lengths.new_tensor(range(t.train.x.shape[1]))[None, :]
     assert bool(((t.train.x == 0) == (pos >= lengths[:, None])).all())
     assert int(t.train.x.max()) < len(t.extra["vocab"])
+
+
+def test_method_run_defaults_light_heads_and_paper_recipes_keep_the_papers():
+    scpl = make_config("default", {"method": "scpl"})
+    assert (scpl.head, scpl.proj_dim, scpl.local_ce) == ("mlp-pool", 128, 0.3)
+    assert make_config("default", {"method": "early-exit"}).head == "mlp-pool"
+    assert make_config("default", {"method": "al"}).head == "mlp"  # AL's own bridge
+    assert make_config("default", {"method": "scpl", "head": "mlp"}).head == "mlp"  # flag wins
+    for ds in ("cifar10", "ag-news"):
+        model = "vgg" if ds == "cifar10" else "lstm"
+        paper = make_config(f"paper-{ds}-{model}-scpl")
+        assert (
+            paper.proj_dim == 1024
+            and paper.local_ce == 0.0
+            and paper.head == ("mlp" if ds == "cifar10" else "identity")
+        )

@@ -22,6 +22,7 @@ from torch import nn
 from scpl.common import resolve_devices
 from scpl.errors import ConfigError
 from scpl.methods import Method, MethodConfig, build_method, count_parameters
+from scpl.methods.base import method_run_defaults
 from scpl.models import StagedModel
 from scpl.parallel import (
     EXECUTORS,
@@ -327,7 +328,9 @@ def pipeline(
             raise ConfigError("pass method options either to the Method instance or here, not both")
         meth = method
     else:
-        cfg = method_config or MethodConfig()
+        # The method's own run defaults (e.g. SCPL's light head) fill the options not given,
+        # as they do for `scpl train`; an explicit method_config is taken as it is.
+        cfg = method_config or MethodConfig(**method_run_defaults(method))
         if method_options:
             known = set(MethodConfig.__dataclass_fields__)
             bad = sorted(set(method_options) - known)

@@ -41,6 +41,10 @@ class MethodConfig:
     last_supcon: bool = True
     """SCPL: the last stage adds its own SupCon term to the cross-entropy (the global loss sums
     them). False is ``last_stage="ce"``."""
+    local_ce: float = 0.0
+    """SCPL: weight of an auxiliary cross-entropy on every hidden stage, through a light
+    classifier (average-pool to 2x2, then Linear to the classes) on the stage's output; 0 (the
+    paper) = SupCon only. Local like SupCon: no gradient crosses a stage boundary."""
     last_stage: str = "ce+supcon"
     """SCPL's last stage: ce+supcon (cross-entropy and SupCon both train the stage body, the
     Delog-SCL text), ce (cross-entropy only) or detached (SupCon trains the body, the classifier
@@ -73,23 +77,25 @@ def make_head(
     shape: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """Projection head: identity, linear, the paper's MLP, or mlp-pool (``shape`` is the
-    per-sample stage output shape; a C x H x W map is pooled to C x POOL_SIZE x POOL_SIZE)."""
+    per-sample stage output shape; a C x H x W map is pooled to C x POOL_SIZE x POOL_SIZE).
+    ``pool-linear`` (SCPL's --local-ce classifier) pools the same way, then one Linear."""
     if kind == "identity":
         return nn.Identity()
     if kind == "linear":
         return nn.Linear(dim, out_dim)
-    if kind == "mlp-pool" and shape is not None and len(shape) == 3 and math.prod(shape) == dim:
+    pooled_map = shape is not None and len(shape) == 3 and math.prod(shape) == dim
+    if kind in ("mlp-pool", "pool-linear") and pooled_map:
         c, h, w = shape
         side = (min(POOL_SIZE, h), min(POOL_SIZE, w))
         pooled = c * side[0] * side[1]
+        pool = [nn.Unflatten(1, tuple(shape)), nn.AdaptiveAvgPool2d(side), nn.Flatten()]
+        if kind == "pool-linear":
+            return nn.Sequential(*pool, nn.Linear(pooled, out_dim))
         return nn.Sequential(
-            nn.Unflatten(1, tuple(shape)),
-            nn.AdaptiveAvgPool2d(side),
-            nn.Flatten(),
-            nn.Linear(pooled, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, out_dim),
+            *pool, nn.Linear(pooled, hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
         )
+    if kind == "pool-linear":  # flat features (text, 1-d): a linear classifier
+        return nn.Linear(dim, out_dim)
     if kind in ("mlp", "mlp-pool"):  # mlp-pool on flat features (text, 1-d) is the mlp
         return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
     raise ConfigError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
@@ -188,6 +194,13 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+
+
+def method_run_defaults(name: str) -> dict:
+    """The :class:`MethodConfig` fields among method ``name``'s run defaults (unknown name:
+    ConfigError listing the registered methods)."""
+    fields = set(MethodConfig.__dataclass_fields__)
+    return {k: v for k, v in METHODS.get(name).config_defaults.items() if k in fields}
 
 
 def build_method(name: str, cfg: MethodConfig | None = None) -> Method:

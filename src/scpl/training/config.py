@@ -52,6 +52,10 @@ class TrainConfig:
     balance_by: str = "flops"
     """--partition auto: price stages by FLOPs on a model device (flops, no timing) or by op
     costs measured on --device (time)."""
+    init: str = "auto"
+    """Weight init of convolutions and linear layers: he (Kaiming-normal, zero biases), torch
+    (PyTorch's defaults, as the authors' code), auto = he for image models, torch for text
+    models. paper-* recipes use torch."""
     width: float = 1.0
     """Channel-width multiplier (e.g. 0.25 for quick CPU runs)."""
     epochs: int = 200
@@ -71,11 +75,17 @@ class TrainConfig:
     """Adam weight decay."""
     head: str = "mlp"
     """Projection head of hidden stages: identity, linear, mlp or mlp-pool (average-pools the
-    map to 2x2 before the mlp: a light head for wide early maps)."""
+    map to 2x2 before the mlp: a light head for wide early maps). Unless a recipe or flag sets
+    it, scpl and early-exit use mlp-pool (paper-* recipes: the paper's mlp)."""
     proj_dim: int = 1024
-    """Output size of linear/mlp projection heads."""
+    """Output size of linear/mlp projection heads (the paper's 1024; scpl uses 128 unless a
+    recipe or flag sets it)."""
     temperature: float = 0.1
     """SupCon temperature."""
+    local_ce: float = 0.0
+    """SCPL: weight of an auxiliary cross-entropy on each hidden stage (a pooled linear
+    classifier on the stage's output); 0 = SupCon only (the paper, paper-* recipes). Unless a
+    recipe or flag sets it, scpl uses 0.3."""
     supcon_norm: str = "paper"
     """SupCon normalisation: paper (1/|P(i)|) or reference (1/(|P(i)|+1))."""
     last_supcon: bool = True
@@ -228,6 +238,14 @@ class TrainConfig:
             raise ConfigError(f"--precision {self.precision!r}: choose fp32, bf16 or fp16")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine or constant")
+        if self.init not in ("auto", "he", "torch"):
+            raise ConfigError(f"--init {self.init!r}: choose auto, he or torch")
+
+    def resolved_init(self, model_kind: str) -> str:
+        """The weight init after resolving 'auto' for a model taking ``model_kind`` data."""
+        if self.init != "auto":
+            return self.init
+        return "he" if model_kind == "image" else "torch"
 
     def resolved_schedule(self, local: bool) -> str:
         """The schedule name after resolving 'auto' (the schedule registry's policy)."""
@@ -325,6 +343,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "partition",
         "balance_by",
         "width",
+        "init",
         "glove",
         "embed_dim",
         "freeze_embeddings",
@@ -335,6 +354,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "proj_dim",
         "temperature",
         "supcon_norm",
+        "local_ce",
         "last_supcon",
         "last_stage",
     ),

@@ -200,6 +200,7 @@ def train(
             cfg.stages,
             cfg.width,
             partition,
+            init=cfg.resolved_init(getattr(MODELS.get(cfg.model), "kind", "image")),
             **kwargs,
         )
     elif model.num_stages != cfg.stages:

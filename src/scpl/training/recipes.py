@@ -58,7 +58,10 @@ _PAPER_VISION = dict(
     lr_schedule="cosine",
     augment="two-view",
     head="mlp",
+    proj_dim=1024,
+    local_ce=0.0,
     width=1.0,
+    init="torch",  # the authors' code keeps PyTorch's default init
 )
 # The authors train Tiny ImageNet at 32x32 (the 64x64 originals stay available as tiny-imagenet).
 _PAPER_DATA = {"tiny-imagenet": "tiny-imagenet:32"}
@@ -83,6 +86,8 @@ _PAPER_TEXT = dict(
     lr_schedule="constant",
     augment="none",
     head="identity",
+    proj_dim=1024,
+    local_ce=0.0,
     batch_size=256,
     embed_dim=300,
 )
