@@ -35,6 +35,19 @@ def test_smoke_experiment_writes_tables_and_resumes(tmp_path, capsys):
     assert len((out / "runs.jsonl").read_text().splitlines()) == 4
 
 
+def test_a_recorded_run_with_other_settings_is_trained_again(tmp_path, capsys):
+    out = tmp_path / "exp"
+    argv = ["experiment", "smoke", "--trials", "1", "--out", str(out), "--methods", "scpl"]
+    argv += ["--set", "max_steps=2", "--set", "epochs=1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    # Same label, other computation (e.g. a default changed since): never reused as is.
+    assert main([*argv, "--set", "lr=0.002"]) == 0
+    assert "settings changed" in capsys.readouterr().out
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["config"]["lr"] for r in runs] == [0.003, 0.002]
+
+
 def test_identical_runs_are_reused_from_a_sibling_experiment(tmp_path, capsys):
     first, second = tmp_path / "a", tmp_path / "b"
     base = ["--trials", "1", "--set", "max_steps=2", "--set", "epochs=1"]

@@ -68,6 +68,9 @@ _FMNIST = dict(
     test_every_epoch=True,
     threads=1,
 )
+# SCPL in the paper's form (MLP head, 1024-d, SupCon only) and the light head.
+_SCPL_PAPER_FORM = {"method": "scpl", "head": "mlp", "proj_dim": 1024, "local_ce": 0.0}
+_LIGHT = {"head": "mlp-pool", "proj_dim": 128}
 # The methods with their run defaults, and SCPL without its default local cross-entropy (the
 # ablation behind that default).
 _TARGET_ROWS = {
@@ -162,7 +165,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             for m in ("bp", "scpl")
             for a in ("two-view", "two-view-ref")
         },
-        _FMNIST,
+        {**_FMNIST, "epochs": 5, "lr": 3e-3},  # the settings of fmnist-targets
         _FMNIST_PAPER_WIDTH,
         baseline=None,
         title="Two strong views (Khosla) vs the authors' weak + strong views",
@@ -183,6 +186,48 @@ EXPERIMENTS: dict[str, Experiment] = {
         _FMNIST,
         _FMNIST_PAPER_WIDTH,
         title="Fashion-MNIST vanilla ConvNet: accuracy per simulated wall time (--time-to-accuracy)",
+    ),
+    # What closes SCPL's early gap (LOG.md 2026-12-02): one seed, 4 x 60 steps, each row
+    # changes one thing from the row above it (the paper's form first).
+    "fmnist-ablate-gap": Experiment(
+        "default",
+        ("vanilla-convnet",),
+        {
+            "bp, torch init": {"method": "bp", "init": "torch"},
+            "bp": {"method": "bp"},
+            "bp, lr 2e-3": {"method": "bp", "lr": 2e-3},
+            "bp, lr 3e-3": {"method": "bp", "lr": 3e-3},
+            "early-exit": {"method": "early-exit", "head": "mlp"},
+            "early-exit, mlp-pool, lr 3e-3": {"method": "early-exit", "lr": 3e-3},
+            "scpl, torch init": {**_SCPL_PAPER_FORM, "init": "torch"},
+            "scpl": _SCPL_PAPER_FORM,
+            "scpl, last ce": {**_SCPL_PAPER_FORM, "last_stage": "ce"},
+            "scpl, last detached": {**_SCPL_PAPER_FORM, "last_stage": "detached"},
+            "scpl, lr 2e-3": {**_SCPL_PAPER_FORM, "lr": 2e-3},
+            "scpl, mlp-pool": {**_SCPL_PAPER_FORM, "head": "mlp-pool"},
+            "scpl, mlp-pool 128": {**_SCPL_PAPER_FORM, **_LIGHT},
+            "scpl, mlp-pool 128, lr 3e-3": {**_SCPL_PAPER_FORM, **_LIGHT, "lr": 3e-3},
+            "scpl, mlp-pool 128, lr 5e-3": {**_SCPL_PAPER_FORM, **_LIGHT, "lr": 5e-3},
+            "scpl, mlp-pool 128, lr 3e-3, tau 0.2": {
+                **_SCPL_PAPER_FORM,
+                **_LIGHT,
+                "lr": 3e-3,
+                "temperature": 0.2,
+            },
+            **{
+                f"scpl, mlp-pool 128, lr 3e-3, local ce {w}": {
+                    **_SCPL_PAPER_FORM,
+                    **_LIGHT,
+                    "lr": 3e-3,
+                    "local_ce": w,
+                }
+                for w in (0.1, 0.3, 1.0)
+            },
+        },
+        {**_FMNIST, "augment": "two-view-ref"},
+        _FMNIST_PAPER_WIDTH,
+        baseline="bp",
+        title="Closing SCPL's early gap: init, lr, head, temperature, last stage, local CE",
     ),
     # Issue 14's targets: equal steps (this table) and equal simulated wall time on 4 devices
     # (`--time-to-accuracy --out docs/results/fmnist-targets-tta`, which reuses the BP runs).
@@ -329,8 +374,6 @@ def train_runs(
         for label in labels:
             for seed in range(trials):
                 key = (model, label, seed)
-                if key in done:
-                    continue
                 values = {
                     **exp.overrides,
                     **exp.per_model.get(model, {}),
@@ -343,7 +386,15 @@ def train_runs(
                     "overwrite": True,  # not in runs.jsonl: leftovers of an interrupted attempt
                 }
                 cfg = make_config(exp.recipe, values)
-                same = siblings.get(_computation_key(dataclasses.asdict(cfg)))
+                wanted = _computation_key(dataclasses.asdict(cfg))
+                if key in done:
+                    recorded = done[key].get("config")
+                    if recorded is None or _computation_key(recorded) == wanted:
+                        continue
+                    # A default or the experiment changed since this run: its number would
+                    # describe other settings, so the run is trained again and replaces it.
+                    echo(f"experiment {name}: {model} {label} seed {seed}: settings changed")
+                same = siblings.get(wanted)
                 if same is not None:
                     echo(f"experiment {name}: {model} {label} seed {seed} (reused {same['from']})")
                     rec = {**same, "model": model, "row": label}
@@ -410,10 +461,15 @@ def _record(model: str, label: str, seed: int, cfg: TrainConfig, s: dict) -> dic
     }
 
 
+# What runs recorded before a TrainConfig field existed computed with, where that differs from
+# the field's default (init: PyTorch's defaults; local_ce: SupCon only).
+LEGACY_VALUES = {"init": "torch", "local_ce": 0.0}
+
+
 def _computation_key(config: dict) -> str:
-    # Fields added to TrainConfig after a run was recorded take their defaults, so older runs
-    # stay comparable.
-    full = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | config
+    # Fields added to TrainConfig after a run was recorded take the value such runs computed
+    # with (their default, or LEGACY_VALUES), so older runs stay comparable.
+    full = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | LEGACY_VALUES | config
     # A run that differs only in cosmetic fields (where and how it reports) is the same run.
     kept = {k: v for k, v in full.items() if field_class(k) != "cosmetic"}
     return json.dumps(kept, sort_keys=True)
