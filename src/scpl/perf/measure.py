@@ -179,6 +179,7 @@ def flop_op_costs(
     proj_dim: int = 1024,
     model_kwargs: dict | None = None,
     seed: int = 0,
+    local_ce: float = 0.0,
 ) -> Costs:
     """Op costs of a compute-bound device of ``flops_per_s``: the FLOPs of each stage's F, L and B
     (counted by torch.utils.flop_counter on one training step: matmuls and convolutions only).
@@ -195,7 +196,7 @@ def flop_op_costs(
     torch.manual_seed(seed)
     kw = dict(model_kwargs or {})
     m = build_model(model, tuple(input_shape), num_classes, num_stages, width, partition, **kw)
-    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim))
+    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim, local_ce=local_ce))
     units = meth.attach(m)
     g = torch.Generator().manual_seed(seed)
     x, y = synthetic_batch(input_shape, batch_size, num_classes, g, kw.get("vocab_size", 1000))

@@ -179,14 +179,6 @@ EXPERIMENTS: dict[str, Experiment] = {
         baseline=None,
         title="SCPL's last stage: CE + SupCon (Delog-SCL text) / CE / detached (authors' code)",
     ),
-    "fmnist-tta": Experiment(
-        "default",
-        ("vanilla-convnet",),
-        method_rows(METHODS_ALL),
-        _FMNIST,
-        _FMNIST_PAPER_WIDTH,
-        title="Fashion-MNIST vanilla ConvNet: accuracy per simulated wall time (--time-to-accuracy)",
-    ),
     # What closes SCPL's early gap (LOG.md 2026-12-02): one seed, 4 x 60 steps, each row
     # changes one thing from the row above it (the paper's form first).
     "fmnist-ablate-gap": Experiment(

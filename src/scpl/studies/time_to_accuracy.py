@@ -88,6 +88,7 @@ def run_costs(cfg: TrainConfig, method: str):
         proj_dim=cfg.proj_dim,
         model_kwargs=kw,
         seed=cfg.seed,
+        local_ce=cfg.local_ce,
     )
 
 
