@@ -50,7 +50,6 @@ def test_shapes_and_classes_are_inferred():
         assert lazy.stage_shapes == [(16,), (16,)]
         assert set(pipe.metrics()) == {
             "stage0/supcon",
-            "stage0/local_ce",
             "stage1/ce",
             "stage1/supcon",
         }
@@ -173,7 +172,6 @@ def test_method_run_defaults_apply_unless_a_method_config_is_given():
     model = _tiny_model(input_shape=(2, 4))
     with scpl.pipeline(model, executor="sequential") as pipe:
         assert (pipe.method.cfg.head, pipe.method.cfg.proj_dim) == ("mlp-pool", 128)
-        assert pipe.method.cfg.local_ce == 0.3
     with scpl.pipeline(model, executor="sequential", proj_dim=64) as pipe:
         assert (pipe.method.cfg.head, pipe.method.cfg.proj_dim) == ("mlp-pool", 64)
     paper = scpl.MethodConfig()  # the paper's head: taken as given

@@ -150,7 +150,7 @@ def test_synthetic_specs_give_the_asked_shape_sizes_and_lengths():
 
 def test_method_run_defaults_light_heads_and_paper_recipes_keep_the_papers():
     scpl = make_config("default", {"method": "scpl"})
-    assert (scpl.head, scpl.proj_dim, scpl.local_ce) == ("mlp-pool", 128, 0.3)
+    assert (scpl.head, scpl.proj_dim, scpl.local_ce) == ("mlp-pool", 128, 0.0)
     assert make_config("default", {"method": "early-exit"}).head == "mlp-pool"
     assert make_config("default", {"method": "al"}).head == "mlp"  # AL's own bridge
     assert make_config("default", {"method": "scpl", "head": "mlp"}).head == "mlp"  # flag wins

@@ -84,8 +84,7 @@ class TrainConfig:
     """SupCon temperature."""
     local_ce: float = 0.0
     """SCPL: weight of an auxiliary cross-entropy on each hidden stage (a pooled linear
-    classifier on the stage's output); 0 = SupCon only (the paper, paper-* recipes). Unless a
-    recipe or flag sets it, scpl uses 0.3."""
+    classifier on the stage's output); 0 = SupCon only (the paper)."""
     supcon_norm: str = "paper"
     """SupCon normalisation: paper (1/|P(i)|) or reference (1/(|P(i)|+1))."""
     last_supcon: bool = True
