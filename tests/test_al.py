@@ -337,16 +337,16 @@ class _DigitsRows:
 
 @pytest.mark.slow
 def test_al_learns_digits_by_default_on_a_text_model():
-    """The same defaults on an LSTM reading 8 row tokens. Text models learn this task slower
-    than the convnet (BP: ~85% after 300 steps), so the bar is learning, not 90%: AL measured
-    73% after 500 steps and 86% after 750 (docs/LOG.md)."""
+    """The same defaults on an LSTM reading 8 row tokens: >= 90% within 500 steps. The LSTM
+    needs room for this encoding: at width 0.25 with 16-d embeddings AL reached 73% after 500
+    steps, at width 1 with 64-d embeddings 93% (docs/LOG.md)."""
     torch.manual_seed(0)
-    model = build_model("lstm", (8,), CLASSES, 4, 0.25, vocab_size=258, embed_dim=16)
+    model = build_model("lstm", (8,), CLASSES, 4, 1.0, vocab_size=258, embed_dim=64)
     before, after, logged = _train_al_on_digits(
         model, 500, _DigitsRows(), proj_dim=MethodConfig.proj_dim, head="linear"
     )
     assert before < 0.3
-    assert after >= 0.6, after
+    assert after >= 0.9, after
     assert min(logged[-1][f"stage{i}/code_spread"] for i in range(4)) > 0.5, logged[-1]
 
 
