@@ -65,13 +65,17 @@ def _start_ranks(out, timeout="30", world=3, extra=()):
     return procs
 
 
-def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
-    procs = _start_ranks(tmp_path)
-    log1 = tmp_path / "metrics.rank1.jsonl"
+def _wait_until_training(procs, log) -> None:
+    """Wait (up to 180 s) until ``log`` shows training steps; every rank must stay alive."""
     deadline = time.time() + 180
-    while time.time() < deadline and not (log1.exists() and log1.stat().st_size > 200):
+    while time.time() < deadline and not (log.exists() and log.stat().st_size > 200):
         assert all(p.poll() is None for p in procs), "a rank exited before the kill"
         time.sleep(0.05)
+
+
+def test_killing_one_rank_stops_the_others_with_a_clear_error(tmp_path):
+    procs = _start_ranks(tmp_path)
+    _wait_until_training(procs, tmp_path / "metrics.rank1.jsonl")
     procs[1].send_signal(signal.SIGKILL)
     killed_at = time.time()
     for p in (procs[0], procs[2]):
@@ -124,11 +128,7 @@ def test_killing_one_rank_of_a_data_parallel_run_stops_every_rank_naming_it(tmp_
     extra = ["--stages", "2", "--data-parallel", "2", "--batch-size", "32"]
     procs = _start_ranks(tmp_path, timeout="20", world=4, extra=extra)
     try:
-        log = tmp_path / "metrics.rank3.jsonl"
-        deadline = time.time() + 180
-        while time.time() < deadline and not (log.exists() and log.stat().st_size > 200):
-            assert all(p.poll() is None for p in procs), "a rank exited before the kill"
-            time.sleep(0.05)
+        _wait_until_training(procs, tmp_path / "metrics.rank3.jsonl")
         procs[3].send_signal(signal.SIGKILL)
         killed_at = time.time()
         for p in procs[:3]:

