@@ -72,3 +72,16 @@ def test_cli_time_to_accuracy_smoke(tmp_path, capsys):
         main(["experiment", "smoke", "--time-to-accuracy", "--devices-sim"])
     assert main([*argv, "--levels", "80", "--out", str(out)]) == 2
     assert "--levels" in capsys.readouterr().err
+
+
+def test_each_local_method_is_priced_with_its_own_config():
+    """SCPL's runs use its light head; pricing it with BP's config (the paper's MLP head on the
+    flattened maps) would make its simulated step slower than it really is."""
+    base = {"stages": 2, "model": "vanilla-convnet"}
+    bp_cfg = make_config("smoke", {**base, "method": "bp"})
+    own = {m: make_config("smoke", {**base, "method": m}) for m in ("bp", "scpl")}
+    assert (own["scpl"].head, bp_cfg.head) == ("mlp-pool", "mlp")
+    as_bp = contenders(bp_cfg, ["bp", "scpl"], 2)[-1]
+    as_own = contenders(bp_cfg, ["bp", "scpl"], 2, own.__getitem__)[-1]
+    assert as_own.label == as_bp.label == "SCPL, 2 devices"
+    assert as_own.sec_per_step < as_bp.sec_per_step
