@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="override a config field for every run (repeatable)",
     )
+    p.add_argument(
+        "--budgets",
+        default=None,
+        metavar="B1,B2,...",
+        help="train every (model, row, seed) at each budget in BP epochs (B@N: N seeds) with a "
+        "WSD learning rate, branching every budget's decay from one constant-LR run; with "
+        "--time-to-accuracy also at equal simulated time on K devices; writes curves.json/.md, "
+        "curves_time.png and budget_runs.jsonl",
+    )
     g = p.add_argument_group("time to accuracy (accuracy per simulated wall time on K devices)")
     g.add_argument(
         "--time-to-accuracy",
@@ -252,6 +261,23 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.smoke:
         overrides["smoke"] = True
+    if args.budgets:
+        from scpl.studies.budgets import run_budget_study
+
+        run_budget_study(
+            args.name,
+            args.trials,
+            out,
+            args.budgets,
+            args.devices_sim if args.time_to_accuracy else None,
+            overrides,
+            tuple(args.methods.split(",")) if args.methods else None,
+            tuple(args.models.split(",")) if args.models else None,
+            rows=tuple(args.rows.split(",")) if args.rows else None,
+        )
+        print((out / "curves.md").read_text())
+        print(f"wrote {out}/curves.json, curves.md, curves_time.png and budget_runs.jsonl")
+        return 0
     if args.time_to_accuracy:
         from scpl.studies.time_to_accuracy import run_time_to_accuracy
 

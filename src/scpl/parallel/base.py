@@ -8,6 +8,7 @@ bit for bit (CPU, float32).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -81,10 +82,14 @@ def first_nonfinite(
 
 @dataclass
 class OptimConfig:
-    """Per-stage Adam settings with an optional cosine LR decay stepped per iteration.
+    """Per-stage Adam settings with an optional LR schedule stepped per iteration.
 
     The default is a constant learning rate; ``schedule="cosine"`` needs ``total_steps`` (the
     run's length), because a cosine over one step would swing between max and min every step.
+    ``schedule="wsd"`` (warm-up, stable, decay; Hägele et al. 2024, "Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations") keeps the LR constant until the
+    last ``decay_fraction`` of the run: its first :func:`wsd_decay_start` steps do not depend on
+    the run's length, so runs of several lengths branch from one constant-LR run.
     """
 
     lr: float = 1e-3
@@ -97,15 +102,61 @@ class OptimConfig:
     per parameter. Every executor uses the same setting, so parity stays bitwise."""
     fused: bool = False
     """Fused Adam (one kernel on CUDA); wins over ``foreach`` when set."""
+    warmup_steps: int = 0
+    """wsd: steps of linear warm-up from lr/warmup_steps to lr."""
+    decay_fraction: float = 0.2
+    """wsd: share of the run (at its end) over which the LR decays to lr_min."""
+    decay_shape: str = "linear"
+    """wsd: linear or 1-sqrt (lr_min + (lr - lr_min) * (1 - sqrt(progress)))."""
 
     def __post_init__(self) -> None:
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"lr schedule {self.schedule!r}: choose 'constant' or 'cosine'")
-        if self.schedule == "cosine" and self.total_steps < 1:
+        if self.schedule not in SCHEDULES:
             raise ConfigError(
-                "a cosine lr schedule needs total_steps >= 1 (the number of training steps); "
-                "pass OptimConfig(total_steps=N, schedule='cosine') or use schedule='constant'"
+                f"lr schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
             )
+        if self.schedule in ("cosine", "wsd") and self.total_steps < 1:
+            raise ConfigError(
+                f"a {self.schedule} lr schedule needs total_steps >= 1 (the number of training "
+                f"steps); pass OptimConfig(total_steps=N, schedule={self.schedule!r}) or use "
+                "schedule='constant'"
+            )
+        if self.decay_shape not in DECAY_SHAPES:
+            raise ConfigError(
+                f"decay shape {self.decay_shape!r}: choose one of {', '.join(DECAY_SHAPES)}"
+            )
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise ConfigError(f"decay fraction {self.decay_fraction} must be in [0, 1], e.g. 0.2")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warm-up steps {self.warmup_steps} must be >= 0")
+
+
+SCHEDULES = ("constant", "cosine", "wsd")
+DECAY_SHAPES = ("linear", "1-sqrt")
+
+
+def wsd_decay_start(total_steps: int, decay_fraction: float) -> int:
+    """The step at which a WSD run of ``total_steps`` leaves its constant phase (every step
+    before it has the same LR in runs of any length)."""
+    return total_steps - round(decay_fraction * total_steps)
+
+
+def wsd_factor(cfg: OptimConfig) -> Callable[[int], float]:
+    """LR multiplier per step of a WSD schedule (a closure, not a callable object, so
+    LambdaLR's state_dict never saves it: a resumed run of another length keeps its own)."""
+    total, warm, floor = cfg.total_steps, cfg.warmup_steps, cfg.lr_min / cfg.lr
+    start = wsd_decay_start(total, cfg.decay_fraction)
+    span = max(1, total - start)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if step < start:
+            return 1.0
+        p = min(1.0, (step - start + 1) / span)  # reaches lr_min at the last update
+        shape = p if cfg.decay_shape == "linear" else math.sqrt(p)
+        return floor + (1.0 - floor) * (1.0 - shape)
+
+    return factor
 
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -148,7 +199,9 @@ def build_stage_optimizer(
         opt = torch.optim.Adam(
             unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=cfg.foreach
         )
-    if cfg.schedule == "cosine":
+    if cfg.schedule == "wsd":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, wsd_factor(cfg))
+    elif cfg.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(1, cfg.total_steps), eta_min=cfg.lr_min
         )

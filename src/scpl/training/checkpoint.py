@@ -131,6 +131,19 @@ def save_checkpoint(out_dir: Path, step: int, rank: int, state: dict) -> Path:
     return path
 
 
+def branch_point_path(out_dir: Path, step: int, rank: int) -> Path:
+    """Where :func:`save_branch_point` keeps rank ``rank``'s state after ``step``."""
+    return Path(out_dir) / "branches" / f"ckpt-{step:09d}.rank{rank}.pt"
+
+
+def save_branch_point(out_dir: Path, step: int, rank: int, state: dict) -> Path:
+    """Keep this rank's state after ``step`` in ``<out>/branches/``, never pruned: runs of other
+    lengths (WSD budgets) start from it."""
+    path = branch_point_path(out_dir, step, rank)
+    atomic_save(state, path)
+    return path
+
+
 def latest_checkpoint(run_dir: Path, rank: int, world_size: int | None) -> Path:
     """The newest step that every rank has saved (``world_size=None``: that ``rank`` has
     saved); raise a clear error if there is none."""

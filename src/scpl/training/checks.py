@@ -29,7 +29,7 @@ def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
         for k in now
         if not resume_safe(k) and saved.get(k, default.get(k)) != now[k]
     ]
-    if "epochs" in saved and saved["epochs"] != now["epochs"] and now["lr_schedule"] == "cosine":
+    if "epochs" in saved and saved["epochs"] != now["epochs"] and now["lr_schedule"] == "cosine" and not now.get("train_steps"):
         # The cosine schedule's length is fixed by the epochs it was planned for.
         diff.append(f"--epochs {saved.get('epochs')!r} -> {now['epochs']!r} (cosine schedule)")
     if diff:
@@ -38,6 +38,31 @@ def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
             "flags to continue the run (resume-safe: epochs under a constant LR, log and "
             "checkpoint intervals, progress, devices, threads)"
         )
+
+
+def check_schedule_resume(saved: dict, cfg: TrainConfig, steps_per_epoch: int, step: int) -> None:
+    """Refuse a resume whose new run length changes the LR of updates already made or of the
+    next one. A cosine schedule is tied to its length; a WSD schedule may change length while
+    the checkpoint is still in the constant phase of both lengths (how budgets branch)."""
+    from scpl.parallel.base import wsd_decay_start
+
+    old_cfg = dataclasses.replace(
+        cfg, epochs=saved.get("epochs", cfg.epochs), train_steps=saved.get("train_steps", 0)
+    )
+    old, new = old_cfg.total_steps(steps_per_epoch), cfg.total_steps(steps_per_epoch)
+    if old == new or cfg.lr_schedule == "constant":
+        return
+    if cfg.lr_schedule == "wsd":
+        start = min(wsd_decay_start(old, cfg.decay_fraction), wsd_decay_start(new, cfg.decay_fraction))
+        if step < start:
+            return
+        why = f"step {step} is past the constant phase (it ends at step {start})"
+    else:
+        why = f"the {cfg.lr_schedule} LR schedule is tied to the run's length"
+    raise ConfigError(
+        f"--resume at step {step} cannot change the run's length from {old} to {new} steps: "
+        f"{why}; keep --epochs/--train-steps as they were"
+    )
 
 
 def resume_config(

@@ -70,7 +70,16 @@ class TrainConfig:
     lr_min: float = 1e-5
     """Final learning rate of the cosine schedule."""
     lr_schedule: str = "cosine"
-    """cosine (stepped per iteration) or constant."""
+    """cosine (stepped per iteration), constant, or wsd (warm-up, constant, then a decay to
+    --lr-min over the last --decay-fraction of the run; Hägele et al. 2024): a wsd run's
+    constant phase is the same for every run length, so `scpl experiment --budgets` branches
+    every budget's decay from one run."""
+    warmup_steps: int = 0
+    """wsd: steps of linear LR warm-up at the start (0 = none)."""
+    decay_fraction: float = 0.2
+    """wsd: share of the run, at its end, over which the LR decays to --lr-min."""
+    decay_shape: str = "linear"
+    """wsd: shape of the decay, linear or 1-sqrt (Hägele et al. 2024)."""
     weight_decay: float = 0.0
     """Adam weight decay."""
     head: str = "mlp"
@@ -138,6 +147,10 @@ class TrainConfig:
     sets)."""
     max_steps: int = 0
     """Stop each epoch after this many steps (0 = full epoch); for smoke runs."""
+    train_steps: int = 0
+    """Total training steps, winning over --epochs when > 0: the run takes as many epochs as
+    it needs and its last one stops early; the LR schedule spans exactly this many steps (a
+    budget that is not a whole number of epochs)."""
     log_every: int = 50
     """Steps between metric syncs / log lines."""
     threads: int = 0
@@ -235,10 +248,33 @@ class TrainConfig:
             raise ConfigError(f"--nan-guard {self.nan_guard!r}: choose stop, skip or interval")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"--precision {self.precision!r}: choose fp32, bf16 or fp16")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine or constant")
+        if self.lr_schedule not in ("cosine", "constant", "wsd"):
+            raise ConfigError(
+                f"--lr-schedule {self.lr_schedule!r}: choose cosine, constant or wsd"
+            )
+        if self.decay_shape not in ("linear", "1-sqrt"):
+            raise ConfigError(f"--decay-shape {self.decay_shape!r}: choose linear or 1-sqrt")
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise ConfigError(
+                f"--decay-fraction must be in [0, 1] (got {self.decay_fraction}), e.g. 0.2"
+            )
+        for name in ("warmup_steps", "train_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})"
+                )
         if self.init not in ("auto", "he", "torch"):
             raise ConfigError(f"--init {self.init!r}: choose auto, he or torch")
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Epochs the run takes: --epochs, or as many as --train-steps needs."""
+        if self.train_steps:
+            return -(-self.train_steps // steps_per_epoch)
+        return self.epochs
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Training steps of the whole run (the LR schedule's length)."""
+        return self.train_steps or steps_per_epoch * self.epochs
 
     def resolved_init(self, model_kind: str) -> str:
         """The weight init after resolving 'auto' for a model taking ``model_kind`` data."""
@@ -293,6 +329,7 @@ FIELD_CLASS: dict[str, str] = {
     "progress": "cosmetic",
     "tensorboard": "cosmetic",
     "epochs": "extends",
+    "train_steps": "extends",
 }
 
 
@@ -376,8 +413,12 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "lr",
         "lr_min",
         "lr_schedule",
+        "warmup_steps",
+        "decay_fraction",
+        "decay_shape",
         "weight_decay",
         "max_steps",
+        "train_steps",
         "precision",
         "foreach",
     ),

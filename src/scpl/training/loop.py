@@ -35,6 +35,7 @@ from scpl.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     rng_state,
+    save_branch_point,
     save_checkpoint,
     set_rng_state,
 )
@@ -44,6 +45,7 @@ from scpl.training.checks import (
     check_finite,
     check_learned,
     check_resume_config,
+    check_schedule_resume,
     check_splits,
     note_skipped,
     resume_config,
@@ -73,7 +75,9 @@ def train(
     val_loader: Iterable | None = None,
     test_loader: Iterable | None = None,
     model: StagedModel | None = None,
-) -> dict:
+    branch_steps: tuple[int, ...] = (),
+    stop_step: int | None = None,
+) -> dict | None:
     """Train per ``cfg``; writes metrics.jsonl and summary.json to the output dir; returns the
     summary.
 
@@ -82,6 +86,11 @@ def train(
     own data: any iterables of ``(x, y)`` batches with a length, e.g. DataLoaders; their
     augmentation is theirs. ``model`` replaces the registered ``cfg.model`` by your own
     :class:`~scpl.StagedModel`.
+
+    ``branch_steps``: after each of these steps, also keep a checkpoint in
+    ``<out>/branches/`` (a WSD run's branch points: a run of another length resumes from one,
+    see :mod:`scpl.studies.budgets`). ``stop_step``: stop after this step with a checkpoint
+    and no final test (returns None); a later call continues the run.
 
     Raises :class:`~scpl.errors.ScplError` (one line) for a run that cannot give an honest
     result: an output dir holding another run, a resume with result-changing settings, training
@@ -209,9 +218,12 @@ def train(
         cfg.lr,
         cfg.lr_min,
         cfg.weight_decay,
-        steps_per_epoch * cfg.epochs,
+        cfg.total_steps(steps_per_epoch),
         cfg.lr_schedule,
         foreach=cfg.foreach,
+        warmup_steps=cfg.warmup_steps,
+        decay_fraction=cfg.decay_fraction,
+        decay_shape=cfg.decay_shape,
     )
     pipe = pipeline(
         model,
@@ -230,7 +242,21 @@ def train(
         supcon_gather=cfg.supcon_gather,
     )
     try:
-        summary = _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck)
+        summary = _train(
+            cfg,
+            recipe,
+            echo,
+            env,
+            devices,
+            feed,
+            data_name,
+            model,
+            pipe,
+            out_dir,
+            ck,
+            set(branch_steps),
+            stop_step,
+        )
     except BaseException as e:
         # Stop worker threads before the error propagates, on every path (a thread left running
         # at exit aborts the interpreter); a close that fails too (e.g. the peer that caused the
@@ -265,7 +291,9 @@ def train(
     return summary
 
 
-def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck) -> dict:
+def _train(
+    cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck, branches, stop_step
+) -> dict | None:
     """Epochs, model selection on validation and the final test (``train``'s body; the caller
     closes the pipeline whatever happens here)."""
     dist = cfg.executor == "dist"
@@ -294,11 +322,12 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
     # Per stage: has any update been applied (None until --nan-guard skip reports one)?
     applied: dict[str, bool] = {}
 
-    def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor) -> None:
+    def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor, keep: bool = False) -> None:
         if env.rank >= cfg.stages and dist:
             pipe.state_dict()  # replicas hold replica 0's state: only wait for their sends
             return
-        save_checkpoint(
+        save = save_branch_point if keep else save_checkpoint
+        save(
             out_dir,
             step,
             env.rank,
@@ -318,7 +347,9 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
             },
         )
 
+    n_epochs, total_steps = cfg.epochs_for(steps_per_epoch), cfg.total_steps(steps_per_epoch)
     if ck is not None:
+        check_schedule_resume(ck.get("config", {}), cfg, steps_per_epoch, ck["step"])
         pipe.load_state_dict(ck["executor"])
         set_rng_state(ck["rng"])
         g.set_state(ck["data_g"])
@@ -333,23 +364,25 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
         resume_step=step if ck is not None else None,
         echo=echo,
     )
-    total_steps = steps_per_epoch * cfg.epochs
     lines = (
         ProgressLines(echo, total_steps, cfg.log_every)
         if cfg.progress and unattended() and env.rank == 0
         else None
     )
     means: dict[str, float] = {}
+    stopped = False  # at stop_step, before the end of the run
 
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, n_epochs):
             pipe.train(True)
             g_epoch_start = g.get_state()
             first = start_i if epoch == start_epoch else 0
-            bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+            # --train-steps: the last epoch stops where the budget ends.
+            epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+            bar = progress(epoch_steps, f"epoch {epoch + 1}/{n_epochs}", cfg.progress)
             bar.update(first)
             t0 = time.perf_counter()
-            batches = feed.train_batches(g, first, steps_per_epoch, load=needs_input)
+            batches = feed.train_batches(g, first, epoch_steps, load=needs_input)
             for i, (x, y) in enumerate(batches, start=first):
                 # Pipelined executors return before the batch is done; dist ranks > 0 are
                 # handed (None, None) and receive from their neighbour.
@@ -359,8 +392,8 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
                 step += 1
                 n = cfg.batch_size if y is None else int(y.shape[0]) * cfg.data_parallel
                 samples_seen += n
-                if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
-                    if i == steps_per_epoch - 1:
+                if step % cfg.log_every == 0 or i == epoch_steps - 1:
+                    if i == epoch_steps - 1:
                         pipe.flush()
                     means = pipe.metrics()  # metrics of finished batches: one sync per interval
                     if cfg.nan_guard != "skip":
@@ -371,14 +404,20 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
                     )
                     log.write({"kind": "train", "epoch": epoch, "step": step, **means})
                 if lines is not None:
-                    lines.step(f"epoch {epoch + 1}/{cfg.epochs}", step, n, means)
+                    lines.step(f"epoch {epoch + 1}/{n_epochs}", step, n, means)
                 if (
                     cfg.checkpoint_every
                     and step % cfg.checkpoint_every == 0
-                    and i < steps_per_epoch - 1
+                    and i < epoch_steps - 1
                 ):
                     checkpoint(epoch, i + 1, g_epoch_start)
+                if step in branches:
+                    checkpoint(epoch, i + 1, g_epoch_start, keep=True)
                 bar.update(1)
+                if step == stop_step and i < epoch_steps - 1:  # else the epoch's end saves
+                    checkpoint(epoch, i + 1, g_epoch_start)
+                    stopped = True
+                    break
             pipe.flush()
             for d in set(devices):
                 if d.type == "cuda":
@@ -386,6 +425,8 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
             epoch_seconds = time.perf_counter() - t0
             train_seconds += epoch_seconds
             bar.close()
+            if stopped:
+                break
 
             val_acc, val_seconds = (
                 timed_evaluate(pipe, feed, "val") if feed.num_val else (float("nan"), 0.0)
@@ -412,8 +453,14 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
                     "state": [cpu_copy(u) for u in pipe.unit_states()],
                 }
             checkpoint(epoch + 1, 0, g.get_state())
+            if step == stop_step:
+                stopped = True
+                break
     finally:
         log.close()
+    if stopped and step < total_steps:
+        pipe.close()
+        return None
     check_learned(step, applied, cfg)
 
     # The last weights (for inspection and resume checks), then the final number on the test

@@ -1,0 +1,159 @@
+"""Tables and plots of a budget study (:mod:`scpl.studies.budgets`): curves.json, curves.md,
+curves_time.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from scpl.atomic import atomic_write
+from scpl.report.accuracy import mean_std
+
+CURVE_FIELDS = (
+    "model",
+    "dataset",
+    "contender",
+    "method",
+    "seed",
+    "budget_epochs",
+    "steps",
+    "sim_seconds",
+    "test_acc",
+    "val_acc",
+)
+
+
+def by_cell(records: list[dict]) -> dict[tuple, list[dict]]:
+    """Records grouped by (model, contender, budget)."""
+    out: dict[tuple, list[dict]] = {}
+    for r in records:
+        out.setdefault((r["model"], r["contender"], r["budget_epochs"]), []).append(r)
+    return out
+
+
+def crossover(records: list[dict], model: str, local: str) -> str:
+    """The smallest budget at which contender ``local`` is at or above every BP contender at
+    equal simulated time (means over seeds), or 'none up to B'."""
+    cells = by_cell([r for r in records if r["model"] == model])
+    bps = sorted({r["contender"] for r in records if r["model"] == model and r["method"] == "bp"
+                  and r["equal_time"]})
+    budgets = sorted({b for (_, c, b) in cells if c == local})
+    for b in budgets:
+        if not all((model, c, b) in cells for c in bps):
+            continue
+        mine = _mean(cells[(model, local, b)])
+        if bps and all(mine >= _mean(cells[(model, c, b)]) for c in bps):
+            return f"{b:g}"
+    return f"none up to {budgets[-1]:g}" if budgets else "–"
+
+
+def _mean(rs: list[dict]) -> float:
+    return sum(r["test_acc"] for r in rs) / len(rs)
+
+
+def _table(records: list[dict], model: str, which: str, budgets: list[float]) -> list[str]:
+    cells = by_cell(records)
+    names = []
+    for r in records:
+        if r["model"] == model and r[which] and r["contender"] not in names:
+            names.append(r["contender"])
+    lines = [
+        "| contender | " + " | ".join(f"{b:g} ep" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for c in names:
+        row = []
+        for b in budgets:
+            rs = cells.get((model, c, b), [])
+            if not rs:
+                row.append("–")
+                continue
+            m, s = mean_std([100 * r["test_acc"] for r in rs])
+            row.append(f"{m:.2f} ± {s:.2f} ({len(rs)})")
+        lines.append(f"| {c} | " + " | ".join(row) + " |")
+    return lines
+
+
+def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
+    """curves.json (every record, accuracies as fractions), curves.md, curves_time.png."""
+    out_dir = Path(out_dir)
+    payload = {"meta": meta, "records": records}
+    with atomic_write(out_dir / "curves.json", mode="w") as f:
+        f.write(json.dumps(payload, indent=1, default=str))
+    lines = [
+        f"# Accuracy at each budget: {meta.get('title') or meta.get('experiment')}",
+        "",
+        "Budgets in BP epochs. Every run: WSD learning rate (constant, then a decay over the "
+        "last part of its own length), branched from one constant-LR trunk per (row, seed). "
+        "Test accuracy (%) of the epoch chosen on validation, mean ± std (seeds).",
+        "",
+    ]
+    for model in sorted({r["model"] for r in records}):
+        budgets = sorted({r["budget_epochs"] for r in records if r["model"] == model})
+        lines += [f"## {model}", "", "### Equal epochs (each row's own epochs at its own batch)", ""]
+        lines += _table(records, model, "equal_epochs", budgets)
+        timed = [r for r in records if r["model"] == model and r["equal_time"]]
+        if any(r["method"] != "bp" for r in timed) and any(r["method"] == "bp" for r in timed):
+            k = max(r["devices"] for r in timed)
+            lines += [
+                "",
+                f"### Equal simulated time on {k} devices (budget = BP's one-device time)",
+                "",
+            ]
+            lines += _table(records, model, "equal_time", budgets)
+            lines += ["", "| local contender | crossover budget (>= every BP contender) |", "|---|---|"]
+            for c in sorted({r["contender"] for r in timed if r["method"] != "bp"}):
+                lines.append(f"| {c} | {crossover(records, model, c)} |")
+        lines.append("")
+    lines += ["```", json.dumps(meta, indent=1, default=str), "```"]
+    with atomic_write(out_dir / "curves.md", mode="w") as f:
+        f.write("\n".join(lines) + "\n")
+    plot_time_curves(records, out_dir / "curves_time.png")
+
+
+def plot_time_curves(records: list[dict], path: Path) -> None:
+    """Test accuracy against simulated time (log x), one line per contender, ± band."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional
+        return
+    models = sorted({r["model"] for r in records})
+    if not models:
+        return
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        cells = by_cell([r for r in records if r["model"] == model])
+        for c in dict.fromkeys(r["contender"] for r in records if r["model"] == model):
+            pts = sorted(
+                (
+                    sum(r["sim_seconds"] for r in rs) / len(rs),
+                    *mean_std([100 * r["test_acc"] for r in rs]),
+                )
+                for (_, cc, _), rs in cells.items()
+                if cc == c
+            )
+            xs, ms, ss = zip(*pts, strict=True)
+            style = "--" if "equal epochs" in c else "-"
+            ax.plot(xs, ms, style, marker="o", label=c)
+            ax.fill_between(
+                xs,
+                [m - (0 if math.isnan(s) else s) for m, s in zip(ms, ss, strict=True)],
+                [m + (0 if math.isnan(s) else s) for m, s in zip(ms, ss, strict=True)],
+                alpha=0.2,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("simulated training time (s, log)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(model)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = ["CURVE_FIELDS", "crossover", "plot_time_curves", "write_budget_report"]

@@ -1,0 +1,129 @@
+"""WSD learning rate and budget branching (``scpl experiment --budgets``).
+
+The spine: a budget's result branched from a longer run's constant phase is bitwise the result
+of a fresh ``--lr-schedule wsd --train-steps T`` run (CPU).
+
+Mutants this module catches (each applied by hand and seen to fail):
+- the branch checkpoint taken at the decay start instead of one step before it (the stored LR
+  for the next update is the trunk's constant one: ``test_branch_equals_fresh_run`` fails);
+- the WSD factor saved as a callable object in LambdaLR's state (the resumed branch decays
+  with the trunk's length: ``test_branch_equals_fresh_run`` fails);
+- ``train_steps`` ignored by the epoch loop (``test_train_steps_stops_mid_epoch`` fails);
+- a resume whose length change moves the decay before the checkpoint accepted
+  (``test_resume_past_constant_phase_is_refused`` fails).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from scpl.errors import ConfigError
+from scpl.parallel.base import OptimConfig, wsd_decay_start, wsd_factor
+from scpl.studies.budgets import branch_step, parse_budgets, train_branches
+from scpl.training.config import TrainConfig
+from scpl.training.loop import train
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(
+        model="convnet",
+        method="scpl",
+        dataset="digits",
+        stages=2,
+        width=0.125,
+        batch_size=32,
+        max_steps=6,
+        epochs=1,
+        lr=3e-3,
+        lr_min=1e-5,
+        lr_schedule="wsd",
+        decay_fraction=0.25,
+        executor="sequential",
+        augment="none",
+        progress=False,
+        tensorboard=False,
+        threads=1,
+        head="linear",
+        proj_dim=16,
+        out=str(tmp_path / "x"),
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _final(run_dir) -> list:
+    return torch.load(run_dir / "final.rank0.pt", weights_only=True)
+
+
+def _assert_same(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for ua, ub in zip(a, b, strict=True):
+        assert ua.keys() == ub.keys()
+        for k in ua:
+            assert torch.equal(ua[k], ub[k]), k
+
+
+def test_wsd_factor_shape():
+    cfg = OptimConfig(lr=1.0, lr_min=0.1, total_steps=10, schedule="wsd", decay_fraction=0.2)
+    f = wsd_factor(cfg)
+    assert wsd_decay_start(10, 0.2) == 8
+    assert [f(i) for i in range(8)] == [1.0] * 8
+    assert f(8) == pytest.approx(0.55) and f(9) == pytest.approx(0.1)  # lr_min at the last
+    warm = wsd_factor(dataclasses.replace(cfg, warmup_steps=4))
+    assert [warm(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    sq = wsd_factor(dataclasses.replace(cfg, decay_shape="1-sqrt"))
+    assert sq(8) == pytest.approx(0.1 + 0.9 * (1 - 0.5**0.5))
+
+
+def test_parse_budgets():
+    assert parse_budgets("1,10@1,2", 3) == [(1.0, 3), (2.0, 3), (10.0, 1)]
+    with pytest.raises(ConfigError):
+        parse_budgets("1,x", 3)
+    with pytest.raises(ConfigError):
+        parse_budgets("0", 3)
+
+
+def test_train_steps_stops_mid_epoch(tmp_path):
+    s = train(_cfg(tmp_path, train_steps=8, epochs=50), echo=lambda *a: None)
+    assert s["steps"] == 8
+    epochs = [
+        json.loads(x)
+        for x in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()
+        if '"epoch"' in x and '"kind": "epoch"' in x
+    ]
+    assert [e["step"] for e in epochs] == [6, 8]
+
+
+@pytest.mark.parametrize("total", [9, 10])  # branch at an epoch's end (6) and inside one (7)
+def test_branch_equals_fresh_run(tmp_path, total):
+    fresh = train(_cfg(tmp_path, train_steps=total, out=str(tmp_path / "fresh")), echo=print)
+    assert branch_step(total, 0.25) in (6, 7)
+    got = train_branches(
+        _cfg(tmp_path), [total], tmp_path / "study", "custom", planned=[20], echo=print
+    )[total]
+    assert (tmp_path / "study" / "trunk" / "branches").is_dir()  # it really branched
+    assert got["test_acc"] == fresh["test_acc"]
+    assert got["best_val_acc"] == fresh["best_val_acc"]
+    _assert_same(_final(tmp_path / "fresh"), _final(tmp_path / "study" / f"steps-{total}"))
+    # The trunk's own length (20 steps) branches from the same trunk and is a fresh run too.
+    longest = train_branches(
+        _cfg(tmp_path), [20], tmp_path / "study", "custom", planned=[total], echo=print
+    )[20]
+    fresh20 = train(_cfg(tmp_path, train_steps=20, out=str(tmp_path / "fresh20")), echo=print)
+    assert longest["test_acc"] == fresh20["test_acc"]
+    _assert_same(_final(tmp_path / "fresh20"), _final(tmp_path / "study" / "steps-20"))
+    # A finished budget is read back, not trained again.
+    again = train_branches(_cfg(tmp_path), [total], tmp_path / "study", "custom", echo=print)
+    assert again[total]["train_seconds"] == got["train_seconds"]
+
+
+def test_resume_past_constant_phase_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, train_steps=12, checkpoint_every=10)
+    train(cfg, echo=lambda *a: None)  # checkpoints at 10 (decay starts at 9) and 12
+    for p in (tmp_path / "x" / "checkpoints").glob("ckpt-000000012*"):
+        p.unlink()
+    with pytest.raises(ConfigError, match="constant phase"):
+        train(dataclasses.replace(cfg, train_steps=30, resume=str(tmp_path / "x")), echo=print)
