@@ -127,3 +127,15 @@ def test_resume_past_constant_phase_is_refused(tmp_path):
         p.unlink()
     with pytest.raises(ConfigError, match="constant phase"):
         train(dataclasses.replace(cfg, train_steps=30, resume=str(tmp_path / "x")), echo=print)
+
+
+def test_budget_added_after_the_trunk_passed_it(tmp_path):
+    """A budget whose branch point the trunk has passed is recomputed from the newest kept
+    state before it (the trunk keeps its progress) and still equals a fresh run. Mutant: the
+    fill starts from the trunk's latest state (past the point): the result differs."""
+    train_branches(_cfg(tmp_path), [20], tmp_path / "study", "custom", echo=print)
+    fresh = train(_cfg(tmp_path, train_steps=10, out=str(tmp_path / "fresh")), echo=print)
+    got = train_branches(_cfg(tmp_path), [10], tmp_path / "study", "custom", echo=print)[10]
+    assert got["test_acc"] == fresh["test_acc"]
+    _assert_same(_final(tmp_path / "fresh"), _final(tmp_path / "study" / "steps-10"))
+    assert not (tmp_path / "study" / "trunk-fill").exists()

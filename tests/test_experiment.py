@@ -104,3 +104,32 @@ def test_paper_experiment_runs_as_smoke(tmp_path, capsys):
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     # The CIFAR-10 shape and classes, on a synthetic stand-in.
     assert all(r["config"]["dataset"].startswith("synthetic:3x32x32:10") for r in runs)
+
+
+def test_an_interrupted_run_resumes_bitwise_and_a_torn_record_is_skipped(tmp_path, capsys):
+    """An experiment continues an interrupted run from its checkpoint instead of starting it
+    over, with the same result as an uninterrupted one; a torn last line of runs.jsonl (a crash
+    mid-append) is skipped, not a crash. Mutants: always overwrite (no "(resumed)"); resume a
+    checkpoint of other settings (the result differs from the uninterrupted run)."""
+    import dataclasses
+
+    from scpl.studies.experiment import _computation_key, resumable
+    from scpl.training.loop import train
+    from scpl.training.recipes import make_config
+
+    argv = ["experiment", "smoke", "--trials", "1", "--methods", "scpl", "--set", "max_steps=4"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    whole = json.loads((tmp_path / "a" / "runs.jsonl").read_text())
+    # The same run, stopped after 5 of its 8 steps, in the folder the experiment will use.
+    cfg = make_config("smoke", {**whole["config"], "out": str(tmp_path / "b/runs/convnet-scpl-s0")})
+    cfg = dataclasses.replace(cfg, overwrite=True, checkpoint_every=1)
+    assert train(cfg, recipe="smoke", echo=lambda *a: None, stop_step=5) is None
+    assert resumable(tmp_path / "b/runs/convnet-scpl-s0", _computation_key(whole["config"]))
+    (tmp_path / "b" / "runs.jsonl").write_text('{"model": "convnet", "row": "sc')  # torn
+    capsys.readouterr()
+    assert main(argv + ["--out", str(tmp_path / "b"), "--no-reuse"]) == 0
+    assert "(resumed)" in capsys.readouterr().out
+    lines = (tmp_path / "b" / "runs.jsonl").read_text().splitlines()
+    resumed = json.loads(lines[-1])
+    assert resumed["test_acc"] == whole["test_acc"] and resumed["val_acc"] == whole["val_acc"]
+    assert resumed["epochs"][-1]["val_acc"] == whole["epochs"][-1]["val_acc"]

@@ -148,6 +148,10 @@ def _advance_trunk(base, trunk: Path, point: int, last: int, points, recipe, ech
     cfg = dataclasses.replace(base, train_steps=length, out=str(trunk))
     key = trunk_key(cfg)
     start = _trunk_state(trunk, key, point)
+    if start is not None and start > point:
+        echo(f"  trunk is at step {start}: recomputing its state at step {point}")
+        _fill_point(cfg, trunk, point, recipe)
+        return
     if start is None:
         echo(f"  trunk: training to step {point}")
         train(
@@ -179,28 +183,38 @@ def _length_for(point: int, frac: float) -> int:
 
 
 def _trunk_state(trunk: Path, key: str, point: int) -> int | None:
-    """The step the trunk resumes from for ``point`` (None: start afresh). A trunk past
-    ``point`` (a budget added later) rewinds to its newest branch state before ``point``."""
+    """The step the trunk resumes from for ``point`` (None: start afresh)."""
     try:
-        ck_path = latest_checkpoint(trunk, 0, None)
-        ck = load_checkpoint(ck_path)
+        ck = load_checkpoint(latest_checkpoint(trunk, 0, None))
     except Exception:
         return None
     if trunk_key(TrainConfig(**_fields(ck.get("config", {})))) != key:
         return None  # another computation: never reuse it
-    if ck["step"] <= point:
-        return ck["step"]
+    return ck["step"]
+
+
+def _fill_point(cfg: TrainConfig, trunk: Path, point: int, recipe: str) -> None:
+    """Recompute the trunk's state after ``point`` when the trunk is already past it (a budget
+    added later): from the newest kept state before it, in a scratch folder, so the trunk
+    keeps its progress."""
+    from scpl.training.loop import train
+
     kept = sorted(
-        int(p.name.split("-")[1].split(".")[0])
-        for p in (trunk / "branches").glob("ckpt-*.rank0.pt")
+        int(p.name.split("-")[1].split(".")[0]) for p in (trunk / "branches").glob("ckpt-*.rank0.pt")
     )
     earlier = [s for s in kept if s < point]
-    for p in (trunk / "checkpoints").glob("ckpt-*.pt"):
-        p.unlink()
-    if not earlier:
-        return None
-    shutil.copy2(branch_point_path(trunk, earlier[-1], 0), trunk / "checkpoints" / f"ckpt-{earlier[-1]:09d}.rank0.pt")
-    return earlier[-1]
+    fill = trunk.parent / "trunk-fill"
+    if fill.exists():
+        shutil.rmtree(fill)
+    cfg = dataclasses.replace(cfg, out=str(fill))
+    if earlier:
+        _seed_branch(trunk, earlier[-1], fill)
+        cfg = dataclasses.replace(cfg, resume=str(fill))
+    else:
+        cfg = dataclasses.replace(cfg, overwrite=True)
+    train(cfg, recipe, _quiet, branch_steps=(point,), stop_step=point)
+    shutil.copy2(branch_point_path(fill, point, 0), branch_point_path(trunk, point, 0))
+    shutil.rmtree(fill)
 
 
 def _seed_branch(trunk: Path, point: int, run_dir: Path) -> None:

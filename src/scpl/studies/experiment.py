@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -223,6 +224,28 @@ EXPERIMENTS: dict[str, Experiment] = {
         dict(test_every_epoch=True, threads=1),
         title="BBC News LSTM targets: BP / Early Exit / AL / SCPL at equal steps",
     ),
+    # Issue 21's converged study: `--budgets` (BP epochs; WSD runs branched from one trunk per
+    # row and seed) at the targets' settings over real epochs; `--rows` picks the paper's batch
+    # regime (SCPL at batch 1024 against BP at 128, equal epochs).
+    "fmnist-converged": Experiment(
+        "default",
+        ("vanilla-convnet", "vgg"),
+        {
+            **method_rows(("bp", "early-exit", "scpl")),
+            "scpl batch 1024": {"method": "scpl", "batch_size": 1024},
+        },
+        {**_FMNIST, "augment": "two-view-ref", "lr": 3e-3, "max_steps": 0,
+         "test_every_epoch": False, "checkpoint_every": 100},
+        {"vanilla-convnet": dict(width=0.25), "vgg": dict(width=0.25)},
+        title="Fashion-MNIST at converged budgets: BP / Early Exit / SCPL (WSD budgets)",
+    ),
+    "bbc-converged": Experiment(
+        "bbc-news",
+        ("lstm",),
+        method_rows(("bp", "early-exit", "al", "scpl")),
+        dict(threads=1, checkpoint_every=100),
+        title="BBC News LSTM at converged budgets (the paper's text budget is 50 epochs)",
+    ),
     # Seconds-long version executed by the tests.
     "smoke": Experiment(
         "smoke", ("convnet",), method_rows(("bp", "scpl")), dict(epochs=2, max_steps=6)
@@ -375,11 +398,16 @@ def train_runs(
                     echo(f"experiment {name}: {model} {label} seed {seed} (reused {same['from']})")
                     rec = {**same, "model": model, "row": label}
                 else:
-                    echo(f"experiment {name}: {model} {label} seed {seed}")
+                    run_dir = Path(cfg.out)
+                    if resumable(run_dir, wanted):
+                        # An interrupted attempt of this very run: continue it (bitwise).
+                        echo(f"experiment {name}: {model} {label} seed {seed} (resumed)")
+                        cfg = dataclasses.replace(cfg, resume=str(run_dir), overwrite=False)
+                    else:
+                        echo(f"experiment {name}: {model} {label} seed {seed}")
                     s = train(cfg, recipe=exp.recipe, echo=lambda *a, **k: None)
                     rec = _record(model, label, seed, cfg, s)
-                with open(runs_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                append_record(runs_path, rec)
                 done[key] = rec
     return [r for k, r in done.items() if k[0] in models and k[1] in labels]
 
@@ -470,11 +498,45 @@ def _done_runs(path: Path) -> dict:
     done = {}
     if path.exists():
         for line in path.read_text().splitlines():
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 r = json.loads(line)
-                r.setdefault("row", r["method"])  # runs.jsonl before rows existed
-                done[(r["model"], r["row"], r["seed"])] = r
+            except json.JSONDecodeError:
+                # A line torn by a crash mid-append: that run is simply not done yet.
+                continue
+            r.setdefault("row", r["method"])  # runs.jsonl before rows existed
+            done[(r["model"], r["row"], r["seed"])] = r
     return done
+
+
+def append_record(path: Path, rec: dict) -> None:
+    """Append one line to runs.jsonl in a single write (O_APPEND) and fsync it, so a crash
+    leaves either the whole record or a torn last line that readers skip."""
+    data = (json.dumps(rec) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        with open(path, "rb") as f:  # a torn line before ours would swallow our record
+            f.seek(0, os.SEEK_END)
+            if f.tell() and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n"):
+                data = b"\n" + data
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def resumable(run_dir: Path, key: str) -> bool:
+    """Does ``run_dir`` hold a checkpoint of the run whose computation key is ``key``?"""
+    from scpl.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    if not (run_dir / "checkpoints").is_dir():
+        return False
+    try:
+        ck = load_checkpoint(latest_checkpoint(run_dir, 0, None))
+    except Exception:  # none complete, unreadable: the run starts afresh
+        return False
+    return _computation_key(ck.get("config", {})) == key
 
 
 def run_meta(name: str, exp: Experiment, trials: int) -> dict:
