@@ -5,7 +5,7 @@ Mutants the flip tests catch: digits' spec without ``orientation_sensitive=True`
 ``use_flips`` ignoring the dataset (auto = on); ``Augment`` flipping whatever ``flip`` says;
 the training loop not passing ``flip`` (or ``load_dataset`` not carrying the flag into the
 bundle); ``--smoke``'s synthetic stand-in of digits flipping; ``scpl list`` not showing the
-choice; a constant crop padding.
+choice; a resumed pre-``--flip`` run losing its flips; a constant crop padding.
 """
 
 from __future__ import annotations
@@ -156,3 +156,21 @@ def test_smoke_stand_in_of_digits_keeps_the_flip_choice():
     assert smoke.dataset.startswith("synthetic:1x8x8:") and smoke.flip == "off"
     assert make_config("smoke", {"smoke": True, "flip": "on"}).flip == "on"
     assert make_config("default", {"smoke": True}).flip == "auto"  # fashion-mnist flips
+
+
+def test_resuming_a_run_saved_before_flip_existed_keeps_flipping(tmp_path):
+    """Such a run flipped every dataset: its remaining steps must too (bitwise resume)."""
+    import dataclasses
+
+    from scpl.training.checkpoint import save_checkpoint
+    from scpl.training.checks import resume_config
+    from scpl.training.config import TrainConfig
+
+    old = dataclasses.asdict(TrainConfig(dataset="digits", out=str(tmp_path)))
+    del old["flip"]
+    save_checkpoint(tmp_path, 5, 0, {"config": old, "recipe": "default"})
+    cfg, _ = resume_config(str(tmp_path), {})
+    assert cfg.flip == "on"
+    new = dict(old, flip="auto")
+    save_checkpoint(tmp_path, 6, 0, {"config": new, "recipe": "default"})
+    assert resume_config(str(tmp_path), {})[0].flip == "auto"
