@@ -10,6 +10,10 @@ Two two-view recipes exist because the paper's text and its authors' code differ
 * ``two-view-ref`` (the SCPL authors' code): one *weak* view (crop with padding + flip) and one
   *strong* view (the weak ops + colour jitter p=0.8 + grayscale p=0.2); no resized crop.
 
+Flips follow the dataset: one that declares itself orientation-sensitive (``DatasetSpec.
+orientation_sensitive``, e.g. digits, where a mirrored 2 reads as a 5) is never flipped unless
+``--flip on`` asks for it; ``scpl list`` shows what each image dataset gets.
+
 Crop sizes follow the input: the pad of the padded crop is 1/8 of the side (4 px at 32x32, 3 at
 28x28, 1 at 8x8), and the resized crop's smallest area share grows on small images so the
 smallest crop keeps about as many pixels per side as a 0.2-area crop of a 32x32 image (14 px):
@@ -26,6 +30,7 @@ from scpl.errors import ConfigError
 
 AUGMENTS = ("none", "basic", "strong", "two-view", "two-view-ref")
 TWO_VIEW = ("two-view", "two-view-ref")
+FLIPS = ("auto", "on", "off")
 
 REF_SIDE = 32
 """Side length at which the resized crop uses Khosla et al.'s scale (0.2, 1)."""
@@ -47,6 +52,33 @@ def crop_scale(side: int) -> tuple[float, float]:
 def crop_padding(side: int) -> int:
     """Padding of the padded random crop: 1/8 of the side (the usual 4 px at 32x32), >= 1."""
     return max(1, side // 8)
+
+
+def use_flips(setting: str, orientation_sensitive: bool) -> bool:
+    """Whether augmentation flips images: ``--flip`` on/off, or auto (unless the dataset is
+    orientation-sensitive)."""
+    if setting not in FLIPS:
+        raise ConfigError(f"--flip {setting!r}: choose one of {', '.join(FLIPS)}")
+    return setting == "on" or (setting == "auto" and not orientation_sensitive)
+
+
+def describe_augment(kind: str, input_shape: tuple[int, ...], flip: bool) -> str:
+    """One line saying what ``kind`` does to images of ``input_shape`` (``scpl list``, run log)."""
+    if kind not in AUGMENTS:
+        raise ConfigError(f"unknown --augment {kind!r}; choose one of: {', '.join(AUGMENTS)}")
+    if kind == "none":
+        return "none (normalise only)"
+    side = min(input_shape[-2:])
+    flips = "flips" if flip else "no flips"
+    pad = f"pad-crop {crop_padding(side)} px"
+    resized = f"resized crop (area {crop_scale(side)[0]:.2f}-1)"
+    parts = {
+        "basic": f"{pad}, {flips}",
+        "strong": f"{resized}, {flips}, colour jitter",
+        "two-view": f"2 views of {resized}, {flips}, colour jitter",
+        "two-view-ref": f"view 1 {pad}, {flips}; view 2 the same + colour jitter",
+    }
+    return f"{kind}: {parts[kind]}"
 
 
 def colour_ops(channels: int) -> list[nn.Module]:

@@ -50,6 +50,7 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, ...]  # per-sample shape, e.g. (3, 32, 32)
     kind: str = "image"  # "image" or "text"
+    orientation_sensitive: bool = False  # mirror images may be other classes: never flipped
     mean: tuple[float, ...] = ()  # per-channel mean of the train split, in [0, 1] units
     std: tuple[float, ...] = ()
     extra: dict = field(default_factory=dict)  # e.g. vocab for text
@@ -128,6 +129,9 @@ class DatasetSpec:
     # Parametrised datasets (``name:PARAMS``, e.g. ``synthetic:3x64x64:200``): returns the spec
     # for the text after the first colon, or raises ConfigError naming the expected form.
     with_params: Callable[[str], DatasetSpec] | None = None
+    # Images whose mirror image may be another class (digits: a flipped 2 reads as a 5, a
+    # flipped 7 as nothing): augmentation never flips them by default (`--flip auto`).
+    orientation_sensitive: bool = False
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -295,6 +299,7 @@ def load_dataset(
         num_classes=raw.num_classes,
         input_shape=tuple(raw.train_x.shape[1:]),
         kind=spec.kind,
+        orientation_sensitive=spec.orientation_sensitive,
         mean=mean,
         std=std,
         extra=dict(raw.extra),

@@ -100,8 +100,10 @@ class OptimConfig:
     foreach: bool = True
     """Multi-tensor (foreach) Adam: a handful of kernel launches per stage instead of several
     per parameter. Every executor uses the same setting, so parity stays bitwise."""
-    fused: bool = False
-    """Fused Adam (one kernel on CUDA); wins over ``foreach`` when set."""
+    fused: bool | None = None
+    """Fused Adam (one kernel per stage). None: where the stage's device is in
+    ``FUSED_ADAM_DEVICES`` (CUDA), else ``foreach``; True/False forces it on/off. Fused Adam also
+    lets an fp16 ``GradScaler`` step without reading ``found_inf`` back to the host."""
     warmup_steps: int = 0
     """wsd: steps of linear warm-up from lr/warmup_steps to lr."""
     decay_fraction: float = 0.2
@@ -159,6 +161,22 @@ def wsd_factor(cfg: OptimConfig) -> Callable[[int], float]:
     return factor
 
 
+# Devices whose stages get fused Adam by default. Fused Adam takes the loss scaler's found_inf
+# and scale as tensors, so GradScaler.step skips its per-step `.item()` (a host sync each step
+# under fp16 with foreach Adam). torch has a fused CPU kernel too, but it rounds differently from
+# foreach and CPU runs are the bitwise reference (tests/test_reference.py builds foreach Adam),
+# so CPU stays on foreach.
+FUSED_ADAM_DEVICES = ("cuda",)
+
+
+def adam_impl(device: torch.device | str, cfg: OptimConfig) -> str:
+    """Which Adam implementation a stage on ``device`` gets: "fused", "foreach" or "for-loop"."""
+    fused = cfg.fused if cfg.fused is not None else torch.device(device).type in FUSED_ADAM_DEVICES
+    if fused:
+        return "fused"
+    return "foreach" if cfg.foreach else "for-loop"
+
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
@@ -189,15 +207,15 @@ def build_stage_optimizer(
         if cfg.scheduler is None:
             return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         return opt, cfg.scheduler(opt)
-    # Every executor builds its optimizers here, so whichever implementation is picked, the
-    # update is the same on all of them (parity stays bitwise).
-    if cfg.fused:
-        opt = torch.optim.Adam(
-            unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
-        )
+    # Every executor builds its optimizers here, from the stage's device, so whichever
+    # implementation is picked, the update is the same on all of them (parity stays bitwise).
+    params = list(unit.parameters())
+    impl = adam_impl(params[0].device if params else torch.device("cpu"), cfg)
+    if impl == "fused":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     else:
         opt = torch.optim.Adam(
-            unit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=cfg.foreach
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=impl == "foreach"
         )
     if cfg.schedule == "wsd":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, wsd_factor(cfg))

@@ -22,7 +22,10 @@ def catalogue(experiments: dict | None = None, all_recipes: bool = False) -> str
         ("schedules", SCHEDULES),
     ):
         lines.append(f"{title}:")
-        lines += [f"  {name:16s} {reg.describe(name)}" for name in reg.names()]
+        for name in reg.names():
+            lines.append(f"  {name:16s} {reg.describe(name)}")
+            if reg is DATASETS:
+                lines += _augment_line(DATASETS.get(name))
     lines.append("experiments:")
     for name, e in (experiments or {}).items():
         lines.append(f"  {name:20s} {'/'.join(e.models)} x {'/'.join(e.rows)} (recipe {e.recipe})")
@@ -37,3 +40,16 @@ def catalogue(experiments: dict | None = None, all_recipes: bool = False) -> str
             "--recipes lists all)"
         )
     return "\n".join(lines)
+
+
+def _augment_line(spec) -> list[str]:
+    """What a default run's augmentation does to an image dataset (flips, crop size)."""
+    from scpl.data.augment import describe_augment, use_flips
+    from scpl.training.config import TrainConfig
+
+    if spec.kind != "image" or len(spec.input_shape) != 3:
+        return []
+    flip = use_flips(TrainConfig.flip, spec.orientation_sensitive)
+    what = describe_augment(TrainConfig.augment, spec.input_shape, flip)
+    why = " [orientation-sensitive: no flips unless --flip on]" if spec.orientation_sensitive else ""
+    return [f"  {'':16s}   default augment {what}{why}"]

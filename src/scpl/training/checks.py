@@ -79,6 +79,8 @@ def resume_config(
     values = dict(saved.get("config", {}))
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in values.items() if k in names}  # fields since removed
+    if values:
+        values.setdefault("flip", "on")  # runs saved before --flip flipped every dataset
     given = {k: v for k, v in overrides.items() if k in names and v is not None}
     changed = {k: v for k, v in given.items() if values.get(k, v) != v}
     bad = sorted(k for k in changed if not resume_safe(k))

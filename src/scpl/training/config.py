@@ -107,6 +107,9 @@ class TrainConfig:
     """Vision augmentation: none, basic, strong, two-view (two strong views, Khosla et al., as the
     paper's text and recipes; 2N inputs) or two-view-ref (a weak and a strong view without
     resized crop, the authors' code; measured better for BP and SCPL on Fashion-MNIST)."""
+    flip: str = "auto"
+    """Horizontal flips in vision augmentation: auto (flip unless the dataset is
+    orientation-sensitive, e.g. digits; `scpl list` shows each dataset's), on or off."""
     val_fraction: float = 0.1
     """Share of the training set held out for model selection."""
     test_every_epoch: bool = False
@@ -403,6 +406,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "text_column",
         "label_column",
         "augment",
+        "flip",
         "val_fraction",
         "seed",
     ),

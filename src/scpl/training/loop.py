@@ -23,7 +23,7 @@ from scpl.common import (
     shutdown_distributed,
 )
 from scpl.data import DataBundle, load_dataset
-from scpl.data.augment import Augment
+from scpl.data.augment import Augment, describe_augment, use_flips
 from scpl.errors import ConfigError, ScplError
 from scpl.launch import bind_to_parent
 from scpl.methods import MethodConfig
@@ -164,7 +164,10 @@ def train(
         check_splits(data)
         augment = None  # the paper uses no augmentation for text (batch of N, not 2N)
         if data.kind == "image":
-            augment = Augment(cfg.augment, data.input_shape, data.mean, data.std).to(device)
+            flip = use_flips(cfg.flip, data.orientation_sensitive)
+            augment = Augment(cfg.augment, data.input_shape, data.mean, data.std, flip)
+            augment = augment.to(device)
+            echo(f"scpl: augment {describe_augment(cfg.augment, data.input_shape, flip)}")
         feed = DatasetFeed(data, augment, cfg.batch_size, cfg.eval_batch_size, device)
         data_name = cfg.dataset
     check_classes(feed)

@@ -128,8 +128,11 @@ def smoke_overrides(values: dict[str, Any]) -> dict[str, Any]:
     else:
         shape = "x".join(map(str, spec.input_shape))
         dataset = f"synthetic:{shape}:{classes}:{n_train}:{n_test}"
+    # The stand-in declares no orientation, so it takes the real dataset's flip choice along.
+    flip = values.get("flip", TrainConfig.flip)
     return dict(
         dataset=dataset,
+        flip="off" if flip == "auto" and spec.orientation_sensitive else flip,
         data_dir=None,
         download=False,
         glove=None,

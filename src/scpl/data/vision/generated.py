@@ -41,6 +41,7 @@ register_dataset(
         needs_files=False,
         input_shape=(1, 8, 8),
         num_classes=10,
+        orientation_sensitive=True,
     ),
     help="scikit-learn digits: 1797 1x8x8 grayscale handwritten digits, 10 classes (embedded)",
 )
