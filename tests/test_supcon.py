@@ -1,4 +1,12 @@
-"""SupCon loss: matches a naive per-anchor loop, handles anchors without positives, is stable."""
+"""Local losses: SupCon matches a naive per-anchor loop, handles anchors without positives, is
+stable; every local loss computes in float32 under bf16 autocast and on bf16 inputs.
+
+Mutants of ``fp32_loss`` (methods/supcon.py) each fp32 test was run against, and fails on:
+no decorator at all (today's code before the fix: the similarity matmul and logsumexp run in
+bf16 under autocast; fails both tests), inputs cast up but autocast left on (autocast turns the
+matmul back to bf16; fails both under autocast), autocast disabled but inputs not cast up
+(fails the bf16-input test).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scpl.methods import supcon_loss
+from scpl.methods.supcon import cross_entropy
 
 
 def naive_supcon(z: torch.Tensor, labels: list[int], temperature: float, norm: str) -> float:
@@ -142,3 +152,72 @@ def test_flattens_non_flat_inputs():
 def test_unknown_norm_raises():
     with pytest.raises(ValueError, match="paper"):
         supcon_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), 0.1, "bogus")
+
+
+# -- float32 whatever the autocast state ------------------------------------------------
+FP32_LOSSES = {
+    "supcon-paper": lambda z, y: supcon_loss(z, y, 0.1, "paper"),
+    "supcon-reference": lambda z, y: supcon_loss(z, y, 0.1, "reference"),
+    # logits: the first 10 feature dimensions, scaled (by a power of two: exact in bf16) to a
+    # confident classifier's range
+    "cross-entropy": lambda z, y: cross_entropy(z[:, :10] * 16, y),
+}
+
+
+def clustered_bf16_features(b=256, d=128, classes=10, noise=0.05, seed=0):
+    """Tight clusters (unit class centres + noise, L2-normalised), as a bf16 layer would emit
+    them: where training goes, and where a bf16 loss was worst (issue 22)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(classes, d, generator=g, dtype=torch.float64), dim=1)
+    y = torch.arange(b) % classes
+    f = centres[y] + noise * torch.randn(b, d, generator=g, dtype=torch.float64)
+    return F.normalize(f, dim=1).to(torch.bfloat16), y
+
+
+def float64_grad(loss, values, y):
+    z = values.double().requires_grad_()
+    loss(z, y).backward()
+    return z.grad
+
+
+def rel_err(got, want):
+    return ((got.double() - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize("name", sorted(FP32_LOSSES))
+def test_local_loss_is_fp32_under_bf16_autocast(name):
+    """fp32 features holding bf16-produced values, the loss called inside bf16 autocast: its
+    gradient is that of a float64 computation on the same values within 1e-3 (measured: 4e-6
+    for SupCon; 0.12 with SupCon in bf16, today's code before the fix)."""
+    loss = FP32_LOSSES[name]
+    zb, y = clustered_bf16_features()
+    want = float64_grad(loss, zb, y)
+    z = zb.float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = loss(z, y)
+    assert out.dtype == torch.float32
+    out.backward()
+    assert rel_err(z.grad, want) < 1e-3
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+@pytest.mark.parametrize("name", sorted(FP32_LOSSES))
+def test_local_loss_is_fp32_on_bf16_inputs(name, autocast):
+    """bf16 features (a head's output under autocast): the loss is float32 and the gradient,
+    a bf16 tensor like its input, is the float64 gradient rounded to bf16 within 1e-3 (rounding
+    the gradient itself costs 1.7e-3 against the unrounded one, so that is the reference)."""
+    loss = FP32_LOSSES[name]
+    zb, y = clustered_bf16_features()
+    want = float64_grad(loss, zb, y).to(torch.bfloat16).double()
+    z = zb.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = loss(z, y)
+    assert out.dtype == torch.float32
+    out.backward()
+    assert z.grad.dtype == torch.bfloat16
+    assert rel_err(z.grad, want) < 1e-3
+
+
+def test_fp32_loss_keeps_float64():
+    z = torch.randn(8, 4, dtype=torch.float64)
+    assert supcon_loss(z, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])).dtype == torch.float64

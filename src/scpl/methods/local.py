@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scpl.errors import ConfigError
 from scpl.methods.base import METHODS, Method, MethodConfig, StageUnit, make_head
-from scpl.methods.supcon import SUPCON_NORMS, supcon_loss
+from scpl.methods.supcon import SUPCON_NORMS, cross_entropy, supcon_loss
 from scpl.models.base import StagedModel
 
 
@@ -16,7 +15,7 @@ class BPUnit(StageUnit):
     def loss(self, out, y):
         if not self.is_last:
             return None, {}
-        ce = F.cross_entropy(self.predict(out), y)
+        ce = cross_entropy(self.predict(out), y)
         return ce, {"ce": ce}
 
 
@@ -60,11 +59,11 @@ class SCPLUnit(StageUnit):
             terms["supcon"] = supcon_loss(*zy, self.cfg.temperature, self.cfg.supcon_norm)
         if "local_ce" in self.aux:
             logits = self.aux["local_ce"](self.features(out))
-            terms["local_ce"] = self.cfg.local_ce * F.cross_entropy(logits, y)
+            terms["local_ce"] = self.cfg.local_ce * cross_entropy(logits, y)
         if self.is_last:
             # detached: the classifier learns on the stage's output, the body only from SupCon.
             feats = _detached(out) if self.last_stage == "detached" else out
-            terms["ce"] = F.cross_entropy(self.predict(feats), y)
+            terms["ce"] = cross_entropy(self.predict(feats), y)
         return sum(terms.values()), terms
 
 
@@ -115,7 +114,7 @@ class EarlyExitUnit(StageUnit):
 
     def loss(self, out, y):
         logits = self.predict(out) if self.is_last else self.aux["exit"](self.features(out))
-        ce = F.cross_entropy(logits, y)
+        ce = cross_entropy(logits, y)
         return ce, {"ce": ce}
 
 
