@@ -1,5 +1,10 @@
 """Local losses: SupCon matches a naive per-anchor loop, handles anchors without positives, is
-stable; every local loss computes in float32 under bf16 autocast and on bf16 inputs.
+stable; the similarity-matching loss (sim) matches a hand computation; every local loss
+computes in float32 under bf16 autocast and on bf16 inputs.
+
+Mutants of the sim loss (methods/similarity.py) the sim tests fail on: rows not centred (plain
+instead of adjusted cosine), the off-class target 0 instead of -1/(C-1), the label target
+cached from the first batch of a size (a reused target).
 
 Mutants of ``fp32_loss`` (methods/supcon.py) each fp32 test was run against, and fails on:
 no decorator at all (today's code before the fix: the similarity matmul and logsumexp run in
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from scpl.methods import supcon_loss
+from scpl.methods.similarity import label_similarity, sim_loss, similarity_matrix
 from scpl.methods.supcon import cross_entropy
 
 
@@ -154,6 +160,60 @@ def test_unknown_norm_raises():
         supcon_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), 0.1, "bogus")
 
 
+# -- sim (Nøkland & Eidnes 2019) --------------------------------------------------------
+def naive_sim(z: torch.Tensor, labels: list[int], num_classes: int) -> float:
+    """The sim loss by hand: adjusted cosine (rows centred, divided by 1e-8 + norm, clamped to
+    [-1, 1]) of the features against 1 (same class) / -1/(C-1) (other class), squared error
+    averaged over all pairs, diagonal included."""
+    rows = [[float(v) for v in row] for row in z.flatten(1).tolist()]
+    vecs = []
+    for row in rows:
+        mean = sum(row) / len(row)
+        centred = [v - mean for v in row]
+        length = 1e-8 + math.sqrt(sum(v * v for v in centred))
+        vecs.append([v / length for v in centred])
+    n = len(vecs)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            cos = max(-1.0, min(1.0, sum(a * b for a, b in zip(vecs[i], vecs[j], strict=True))))
+            target = 1.0 if labels[i] == labels[j] else -1.0 / (num_classes - 1)
+            total += (cos - target) ** 2
+    return total / (n * n)
+
+
+@pytest.mark.parametrize("num_classes", [3, 10])
+@pytest.mark.parametrize("case", sorted(LABEL_CASES))
+def test_sim_matches_hand_computation(case, num_classes):
+    labels = [c % num_classes for c in LABEL_CASES[case]]
+    g = torch.Generator().manual_seed(len(labels))
+    z = torch.randn(len(labels), 2, 3, generator=g, dtype=torch.float64)  # flattened inside
+    got = sim_loss(z, torch.tensor(labels), num_classes)
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(naive_sim(z, labels, num_classes), rel=1e-12)
+
+
+def test_sim_targets_follow_each_batch_labels():
+    """Two batches of one size with different labels: each loss uses its own targets."""
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    for labels in ([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 2, 3, 0, 1, 2, 3], [4] * 8):
+        got = sim_loss(z, torch.tensor(labels), 5).item()
+        assert got == pytest.approx(naive_sim(z, labels, 5), rel=1e-12)
+
+
+def test_label_similarity_is_the_adjusted_cosine_of_one_hot_codes():
+    """The closed form equals the authors' similarity matrix of the one-hot labels; features
+    equal to the codes give a zero loss, and the loss is invariant to scaling and shifting."""
+    y = torch.tensor([0, 3, 3, 1, 2, 0, 4, 4, 4])
+    codes = F.one_hot(y, 5).double()
+    closed = label_similarity(y, 5, torch.float64)
+    assert torch.allclose(closed, similarity_matrix(codes), atol=1e-12)
+    assert sim_loss(codes, y, 5).item() == pytest.approx(0.0, abs=1e-12)
+    z = torch.randn(9, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert sim_loss(3.0 * z + 2.0, y, 5).item() == pytest.approx(sim_loss(z, y, 5).item())
+
+
 # -- float32 whatever the autocast state ------------------------------------------------
 FP32_LOSSES = {
     "supcon-paper": lambda z, y: supcon_loss(z, y, 0.1, "paper"),
@@ -161,6 +221,7 @@ FP32_LOSSES = {
     # logits: the first 10 feature dimensions, scaled (by a power of two: exact in bf16) to a
     # confident classifier's range
     "cross-entropy": lambda z, y: cross_entropy(z[:, :10] * 16, y),
+    "sim": lambda z, y: sim_loss(z, y, 10),
 }
 
 
