@@ -60,8 +60,10 @@ def label_similarity(labels: torch.Tensor, num_classes: int, dtype=torch.float32
     same class, ``-1/(num_classes-1)`` otherwise (centring e_c by 1/C leaves norm² (C-1)/C and
     inner products δ - 1/C)."""
     same = labels.view(-1, 1) == labels.view(1, -1)
-    other = torch.tensor(-1.0 / max(num_classes - 1, 1), dtype=dtype, device=labels.device)
-    return torch.where(same, torch.ones((), dtype=dtype, device=labels.device), other)
+    # Filled on the device from Python scalars: no host-to-device copy in the step path.
+    other = -1.0 / max(num_classes - 1, 1)
+    target = torch.full(same.shape, other, dtype=dtype, device=labels.device)
+    return target.masked_fill(same, 1.0)
 
 
 @fp32_loss
