@@ -47,9 +47,11 @@ def make_pipeline(
     precision="fp32",
     nan_guard="interval",
     optim=None,
+    method_options=None,
     **kw,
 ):
-    """A pipeline over the parity model, built through scpl.pipeline()."""
+    """A pipeline over the parity model, built through scpl.pipeline(); ``method_options``
+    (e.g. ``{"local_loss": "sim"}``) go to the method's config."""
     m = make_model(model, stages, input_shape=input_shape, **kw)
     return scpl.pipeline(
         m,
@@ -63,8 +65,7 @@ def make_pipeline(
         record=record,
         precision=precision,
         nan_guard=nan_guard,
-        head="mlp",
-        proj_dim=32,
+        **{"head": "mlp", "proj_dim": 32, **(method_options or {})},
     )
 
 
@@ -114,6 +115,7 @@ def run_executor(
     emulate=None,
     record=False,
     per_step=False,
+    method_options=None,
     **kw,
 ):
     text = model in TEXT_MODELS
@@ -121,7 +123,17 @@ def run_executor(
         input_shape = (12,)
         kw = text_kwargs(model, kw)
     pipe = make_pipeline(
-        executor, schedule, model, method, stages, num_micro, input_shape, emulate, record, **kw
+        executor,
+        schedule,
+        model,
+        method,
+        stages,
+        num_micro,
+        input_shape,
+        emulate,
+        record,
+        method_options=method_options,
+        **kw,
     )
     ex = pipe.executor
     if executor == "dist":

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import scpl
@@ -290,6 +291,8 @@ def test_scpl_rejects_bad_options():
         build_method("scpl", MethodConfig(supcon_norm="nope"))
     with pytest.raises(ConfigError, match="temperature"):
         build_method("scpl", MethodConfig(temperature=0.0))
+    with pytest.raises(ConfigError, match="local-loss"):
+        build_method("scpl", MethodConfig(local_loss="simclr"))
     with pytest.raises(ConfigError, match="bp"):
         build_method("backprop")
 
@@ -363,3 +366,100 @@ def test_sequential_executor_is_deterministic(method):
     if method == "scpl":
         assert {f"stage{i}/supcon" for i in range(4)} <= keys
     assert all(math.isfinite(v) for m in metrics_a for v in m.values())
+
+
+# -- --local-loss: SCPL's other local objectives (Nøkland & Eidnes 2019) ----------------------
+# Mutants these fail on: the predsim weights swapped (0.01 sim + 0.99 CE), predsim's classifier
+# also on the last stage, --local-loss ignored (SupCon always), the pred head dropped from the
+# units (and so from the cost model's pricing).
+@pytest.mark.parametrize("local_loss", ["supcon", "sim", "supcon+sim", "predsim"])
+def test_scpl_local_loss_terms_match_their_definitions(local_loss):
+    from scpl.methods.similarity import sim_loss
+    from scpl.methods.supcon import supcon_loss
+
+    _, _, units = make_units("convnet", "scpl", local_loss=local_loss)
+    units.train()
+    x, y = batch()
+    h = x
+    for unit in units:
+        h = unit(h)
+        total, terms = unit.loss(h, y)
+        z = unit.aux["head"](unit.features(h))
+        want = {}
+        if local_loss in ("supcon", "supcon+sim"):
+            want["supcon"] = supcon_loss(z, y, 0.1)
+        if local_loss in ("sim", "supcon+sim"):
+            want["sim"] = sim_loss(z, y, CLASSES)
+        if local_loss == "predsim":
+            want["sim"] = 0.99 * sim_loss(z, y, CLASSES)
+            if not unit.is_last:  # the last stage's classifier is its prediction term
+                linear = [m for m in unit.aux["pred"].modules() if isinstance(m, nn.Linear)]
+                assert len(linear) == 1 and linear[0].out_features == CLASSES
+                want["pred"] = 0.01 * F.cross_entropy(unit.aux["pred"](unit.features(h)), y)
+        assert ("pred" in unit.aux) == (local_loss == "predsim" and not unit.is_last)
+        if unit.is_last:
+            want["ce"] = F.cross_entropy(unit.predict(h), y)
+        assert set(terms) == set(want)
+        for k, v in want.items():
+            assert torch.equal(terms[k], v), k
+        assert torch.equal(total, sum(terms.values()))
+
+
+@pytest.mark.parametrize("local_loss", ["sim", "supcon+sim", "predsim"])
+def test_scpl_local_losses_stay_local(local_loss):
+    """Each stage's objective trains all of its own unit (heads included) and nothing else."""
+    _, _, units = make_units("convnet", "scpl", local_loss=local_loss)
+    units.train()
+    x, y = batch()
+    for stage in range(len(units)):
+        zero(units)
+        local_losses(units, x, y)[stage].backward()
+        for m, unit in enumerate(units):
+            got = [g is not None and bool(torch.isfinite(g).all()) for g in grads(unit)]
+            assert all(got) if m == stage else not any(g is not None for g in grads(unit))
+
+
+def test_two_view_labels_make_each_pair_of_views_a_positive():
+    """Two-view augmentation feeds 2N inputs with the labels repeated: the sim target ties each
+    input to its other view (and its class) with similarity 1."""
+    from scpl.methods.similarity import label_similarity
+
+    y = torch.tensor([0, 1, 2, 0])
+    target = label_similarity(torch.cat([y, y]), 3)
+    n = len(y)
+    assert all(target[i, i + n] == 1 and target[i + n, i] == 1 for i in range(n))
+    assert target[1, 2] == -0.5
+
+
+def test_flop_costs_price_the_predsim_classifier():
+    """predsim adds a pooled linear classifier to every hidden stage: the cost model prices it
+    (L and B grow by that head's FLOPs, the last stage is unchanged); sim costs what SupCon
+    costs (the same head, one B x B similarity matmul)."""
+    from scpl.perf.measure import flop_op_costs
+
+    kw = dict(model="vanilla-convnet", num_stages=4, width=0.25, input_shape=(1, 28, 28))
+    kw.update(batch_size=32, head="mlp-pool", proj_dim=128)
+    costs = {k: flop_op_costs(local_loss=k, **kw) for k in ("supcon", "sim", "predsim")}
+    model = build_model("vanilla-convnet", (1, 28, 28), 10, num_stages=4, width=0.25)
+    for s in range(4):
+        shape = model.stage_shapes[s]
+        pooled = shape[0] * min(2, shape[1]) * min(2, shape[2])
+        extra = 2 * 32 * pooled * 10  # the classifier's forward matmul (pooling is not counted)
+        d_l = (costs["predsim"][s]["L"] - costs["sim"][s]["L"]) * 1e12
+        d_b = (costs["predsim"][s]["B"] - costs["sim"][s]["B"]) * 1e12
+        if s < 3:
+            assert d_l == pytest.approx(extra)
+            assert d_b == pytest.approx(2 * extra)  # weight and input gradients
+        else:
+            assert d_l == d_b == 0
+        assert costs["sim"][s] == costs["supcon"][s]
+
+
+def test_time_to_accuracy_prices_the_run_local_loss():
+    from scpl.studies.time_to_accuracy import run_costs
+    from scpl.training.recipes import make_config
+
+    base = {"stages": 2, "model": "vanilla-convnet", "method": "scpl"}
+    sup = run_costs(make_config("smoke", base), "scpl")
+    pred = run_costs(make_config("smoke", {**base, "local_loss": "predsim"}), "scpl")
+    assert pred[0]["L"] > sup[0]["L"] and pred[1] == sup[1]

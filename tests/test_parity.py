@@ -187,3 +187,63 @@ def test_parity_dist_al_trains_and_evaluates(tmp_path):
     results = run_dist(3, tmp_path, schedule="scpl", method="al", stages=3)
     assert_states_equal(ref, [r["state"] for r in results])
     assert all(r["acc"] == ref_acc for r in results)
+
+
+# -- SCPL's other local objectives (--local-loss) --------------------------------------------
+# Mutants these fail on: the sim target built from labels shared across units (each call reads
+# the previous call's labels, so the result depends on the op order and the pipelined and dist
+# executors diverge from the reference), --local-loss ignored (SupCon everywhere), predsim's
+# classifier on the last stage too. The terms' definitions are checked in test_methods.py.
+LOCAL_LOSS_TERMS = {
+    "sim": {"sim"},
+    "supcon+sim": {"supcon", "sim"},
+    "predsim": {"sim", "pred"},
+}
+
+
+@pytest.mark.parametrize("schedule,num_micro", [("scpl", 1), ("scpl-gpipe", 2)])
+@pytest.mark.parametrize("local_loss", sorted(LOCAL_LOSS_TERMS))
+def test_parity_local_losses_equal_sequential(local_loss, schedule, num_micro):
+    """Each local objective: the pipelined executor is bitwise the sequential reference
+    (weights, logged terms, evaluation), and the stages log the objective's own terms."""
+    opts = {"local_loss": local_loss}
+    ref, ref_metrics, ref_acc, _ = run_executor(
+        "sequential", "sequential", stages=3, num_micro=num_micro, method_options=opts
+    )
+    got, metrics, acc, _ = run_executor(
+        "local", schedule, stages=3, num_micro=num_micro, method_options=opts
+    )
+    assert_states_equal(ref, got)
+    assert acc == ref_acc
+    assert metrics == ref_metrics
+    hidden = {k.split("/")[1] for k in metrics if k.startswith("stage0/")}
+    last = {k.split("/")[1] for k in metrics if k.startswith("stage2/")}
+    assert hidden == LOCAL_LOSS_TERMS[local_loss]
+    # The last stage's classifier is predsim's "pred" there: no second classifier.
+    assert last == (LOCAL_LOSS_TERMS[local_loss] - {"pred"}) | {"ce"}
+
+
+@pytest.mark.parametrize("model", ["lstm", "vgg"])
+def test_parity_local_loss_predsim_other_models(model):
+    """Flat text features (the pooled classifier is a Linear) and a BatchNorm model."""
+    opts = {"local_loss": "predsim"}
+    ref, *_ = run_executor(
+        "sequential", "sequential", model=model, stages=3, steps=2, method_options=opts
+    )
+    got, *_ = run_executor("local", "scpl", model=model, stages=3, steps=2, method_options=opts)
+    assert_states_equal(ref, got)
+
+
+@pytest.mark.parametrize("local_loss", sorted(LOCAL_LOSS_TERMS))
+def test_parity_dist_local_losses(tmp_path, local_loss):
+    """One process per stage: only activations and labels cross; bitwise the reference."""
+    opts = {"local_loss": local_loss}
+    ref, ref_metrics, ref_acc, _ = run_executor(
+        "sequential", "sequential", stages=2, method_options=opts
+    )
+    results = run_dist(2, tmp_path, schedule="scpl", stages=2, method_options=opts)
+    assert_states_equal(ref, [r["state"] for r in results])
+    assert all(r["acc"] == ref_acc for r in results)
+    for r in results:
+        for k, v in r["metrics"].items():
+            assert v == ref_metrics[k], k

@@ -49,6 +49,12 @@ class MethodConfig:
     """SCPL's last stage: ce+supcon (cross-entropy and SupCon both train the stage body, the
     Delog-SCL text), ce (cross-entropy only) or detached (SupCon trains the body, the classifier
     learns on detached features: the authors' code)."""
+    local_loss: str = "supcon"
+    """SCPL's local objective on each stage's projection z (``scpl.methods.similarity``): supcon
+    (the paper), sim (MSE between the adjusted cosine similarity matrices of z and of the one-hot
+    labels; Nøkland & Eidnes 2019), supcon+sim (their sum, weight 1 each) or predsim (0.99 sim +
+    0.01 cross-entropy of a pooled linear classifier per hidden stage; Nøkland & Eidnes). Where
+    last_stage says "supcon" it means this objective."""
 
     def resolved_last_stage(self) -> str:
         """``last_stage`` with ``last_supcon=False`` mapped onto it (ConfigError on a conflict)."""

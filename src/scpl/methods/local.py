@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scpl.errors import ConfigError
 from scpl.methods.base import METHODS, Method, MethodConfig, StageUnit, make_head
-from scpl.methods.supcon import SUPCON_NORMS, supcon_loss
+from scpl.methods.similarity import (
+    LOCAL_LOSSES,
+    PREDSIM_BETA,
+    sim_loss,
+    uses_sim,
+    uses_supcon,
+)
+from scpl.methods.supcon import SUPCON_NORMS, cross_entropy, supcon_loss
 from scpl.models.base import StagedModel
 
 
@@ -16,7 +22,7 @@ class BPUnit(StageUnit):
     def loss(self, out, y):
         if not self.is_last:
             return None, {}
-        ce = F.cross_entropy(self.predict(out), y)
+        ce = cross_entropy(self.predict(out), y)
         return ce, {"ce": ce}
 
 
@@ -43,6 +49,7 @@ class SCPLUnit(StageUnit):
         super().__init__(index, model, detach_input=True)
         self.cfg = cfg
         self.last_stage = cfg.resolved_last_stage()
+        self.num_classes = model.num_classes  # sim's label similarity: -1/(C-1) across classes
         if not self.is_last or self.last_stage != "ce":
             self.aux["head"] = make_head(
                 cfg.head, self.feature_dim, cfg.proj_dim, shape=self.out_shape
@@ -51,27 +58,48 @@ class SCPLUnit(StageUnit):
             self.aux["local_ce"] = make_head(
                 "pool-linear", self.feature_dim, model.num_classes, shape=self.out_shape
             )
+        if not self.is_last and cfg.local_loss == "predsim":
+            # predsim's "pred" classifier; on the last stage the model's classifier plays it.
+            self.aux["pred"] = make_head(
+                "pool-linear", self.feature_dim, model.num_classes, shape=self.out_shape
+            )
+
+    def local_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The --local-loss terms on projections ``z`` (similarity targets from ``y``)."""
+        kind = self.cfg.local_loss
+        terms: dict[str, torch.Tensor] = {}
+        if uses_supcon(kind):
+            terms["supcon"] = supcon_loss(z, y, self.cfg.temperature, self.cfg.supcon_norm)
+        if uses_sim(kind):
+            sim = sim_loss(z, y, self.num_classes)
+            terms["sim"] = PREDSIM_BETA * sim if kind == "predsim" else sim
+        return terms
 
     def loss(self, out, y):
         terms: dict[str, torch.Tensor] = {}
         if "head" in self.aux:
             z = self.aux["head"](self.features(out))
             zy = (z, y) if self.feature_gather is None else self.feature_gather(z, y)
-            terms["supcon"] = supcon_loss(*zy, self.cfg.temperature, self.cfg.supcon_norm)
+            terms.update(self.local_terms(*zy))
         if "local_ce" in self.aux:
             logits = self.aux["local_ce"](self.features(out))
-            terms["local_ce"] = self.cfg.local_ce * F.cross_entropy(logits, y)
+            terms["local_ce"] = self.cfg.local_ce * cross_entropy(logits, y)
+        if "pred" in self.aux:
+            logits = self.aux["pred"](self.features(out))
+            terms["pred"] = (1.0 - PREDSIM_BETA) * cross_entropy(logits, y)
         if self.is_last:
-            # detached: the classifier learns on the stage's output, the body only from SupCon.
+            # detached: the classifier learns on the stage's output, the body only from the
+            # local objective.
             feats = _detached(out) if self.last_stage == "detached" else out
-            terms["ce"] = F.cross_entropy(self.predict(feats), y)
+            terms["ce"] = cross_entropy(self.predict(feats), y)
         return sum(terms.values()), terms
 
 
 @METHODS.register("scpl", help="supervised contrastive local loss per stage (SCPL / Delog-SCL)")
 class SCPL(Method):
-    """SCPL: each stage learns from a SupCon loss on its projected output; the last stage also
-    from cross-entropy on the classifier. Stage inputs are detached."""
+    """SCPL: each stage learns from a SupCon loss on its projected output (or another local
+    objective, ``MethodConfig.local_loss``); the last stage also from cross-entropy on the
+    classifier. Stage inputs are detached."""
 
     name = "scpl"
     local = True
@@ -89,6 +117,11 @@ class SCPL(Method):
         if self.cfg.supcon_norm not in SUPCON_NORMS:
             raise ConfigError(
                 f"unknown --supcon-norm {self.cfg.supcon_norm!r}; choose one of: {', '.join(SUPCON_NORMS)}"
+            )
+        if self.cfg.local_loss not in LOCAL_LOSSES:
+            raise ConfigError(
+                f"unknown --local-loss {self.cfg.local_loss!r}; choose one of: "
+                f"{', '.join(LOCAL_LOSSES)}"
             )
         if self.cfg.local_ce < 0:
             raise ConfigError(f"--local-ce {self.cfg.local_ce} must be >= 0 (0 = SupCon only)")
@@ -115,7 +148,7 @@ class EarlyExitUnit(StageUnit):
 
     def loss(self, out, y):
         logits = self.predict(out) if self.is_last else self.aux["exit"](self.features(out))
-        ce = F.cross_entropy(logits, y)
+        ce = cross_entropy(logits, y)
         return ce, {"ce": ce}
 
 

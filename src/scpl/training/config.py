@@ -103,6 +103,11 @@ class TrainConfig:
     """SCPL's last stage: ce+supcon (cross-entropy and SupCon train the stage, the Delog-SCL
     text), ce (cross-entropy only) or detached (SupCon trains the stage, the classifier learns
     on its detached output: the authors' code)."""
+    local_loss: str = "supcon"
+    """SCPL's local objective per stage: supcon (the paper), sim (MSE between the cosine
+    similarity matrices of the stage's projection and of the one-hot labels), supcon+sim (their
+    sum) or predsim (0.99 sim + 0.01 cross-entropy of a pooled linear classifier); sim and
+    predsim from Nøkland & Eidnes 2019, "Training Neural Networks with Local Error Signals"."""
     augment: str = "two-view-ref"
     """Vision augmentation: none, basic, strong, two-view (two strong views, Khosla et al., as the
     paper's text and recipes; 2N inputs) or two-view-ref (a weak and a strong view without
@@ -396,6 +401,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "local_ce",
         "last_supcon",
         "last_stage",
+        "local_loss",
     ),
     "data": (
         "dataset",
