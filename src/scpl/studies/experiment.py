@@ -517,9 +517,10 @@ def append_record(path: Path, rec: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         with open(path, "rb") as f:  # a torn line before ours would swallow our record
-            f.seek(0, os.SEEK_END)
-            if f.tell() and (f.seek(-1, os.SEEK_END) or f.read(1) != b"\n"):
-                data = b"\n" + data
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data
         os.write(fd, data)
         os.fsync(fd)
     finally:
