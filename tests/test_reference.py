@@ -91,7 +91,7 @@ def reference(method="scpl", micro=1, lr_schedule="cosine", **kw):
 
 
 def mismatches(ref, states, losses) -> list[str]:
-    return compare_states(ref.states, states) + compare_losses(ref.losses, losses)
+    return compare_states(ref, states) + compare_losses(ref.losses, losses)
 
 
 @pytest.fixture(scope="module", params=SCHEDULES)

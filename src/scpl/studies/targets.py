@@ -17,10 +17,11 @@ the GIL), which the ``nominal`` column (the simulator on the same op times) does
 SCPL-vs-best-BP-pipeline value is the smaller of the two: micro-batched BP, with its many short
 ops, loses more to a loaded machine than SCPL does, and that must not count as SCPL's gain.
 
-Checked results: every pipelined row ends by comparing the proxy's final parameters with the
-sequential executor's after the same mini-batches (the ``sequential`` schedule, i.e. the
-method's definition of a training step, with the same micro-batches): bitwise on CPU. A
-mismatch marks the row failed and ``rows-verified`` 0.
+Checked results: every pipelined row is also run on its own network (model, partition, head,
+method, micro-batches, schedule) at a small width and compared with the independent float64
+reference (:mod:`scpl.studies.targets_verify`, :mod:`scpl.studies.reference`), which shares no
+schedule, runner, loss or optimizer code with the engine. A mismatch marks the row failed and
+``rows-verified`` 0; ``scpl bench --targets`` exits 1 when any target is missed.
 
 Output (``--out DIR``): ``targets.json`` (the list of ``{name, value, need, met}``),
 ``targets.md`` (targets, rows, per-stage breakdowns, activation memory) and
@@ -58,8 +59,11 @@ from scpl.studies.targets_rows import (
     reference_run,
 )
 from scpl.studies.targets_setup import BP_PIPELINES, NEEDS, NETS, Net, TargetsOptions, quick_options
+from scpl.studies.targets_verify import RowModel, verify_row
 
 __all__ = [
+    "RowModel",
+    "verify_row",
     "BP_PIPELINES",
     "NEEDS",
     "NETS",
@@ -198,7 +202,9 @@ def vgg_pipeline_rows(suite, scpl, r, opts, values, nominal, detail, log) -> lis
     # SCPL on the same micro-batches: a local stage runs F, L, B per micro-batch (the
     # pipedream-1f1b programs of a local method), so it holds one micro-batch at a time.
     costs = scale_costs(stage_op_costs(suite.prof, suite.auto, True), suite.scale)
-    row = emulated_row(f"vgg scpl pipedream-1f1b m={m}", "pipedream-1f1b", "scpl", costs, m, opts)
+    own = RowModel(suite.net, tuple(suite.auto), opts.head)
+    name = f"vgg scpl pipedream-1f1b m={m}"
+    row = emulated_row(name, "pipedream-1f1b", "scpl", costs, m, opts, verify=own)
     row.update(partition=suite.auto, head=opts.head, kind="scpl-micro")
     row["peak_act_bytes"] = peak_activation_bytes(suite.prof, suite.auto, "pipedream-1f1b", m, True)
     scpl["peak_act_bytes"] = peak_activation_bytes(suite.prof, suite.auto, "scpl", 1, True)
@@ -218,7 +224,8 @@ def paper_head_breakdown(suite, net, opts, rows, log) -> str:
     per-stage costs."""
     paper = make_suite(net, opts, head="mlp")
     costs = scale_costs(stage_op_costs(paper.prof, suite.paper, True), suite.scale)
-    row = emulated_row("vgg scpl paper split, mlp head", "scpl", "scpl", costs, 1, opts)
+    own = RowModel(net, tuple(suite.paper), "mlp")
+    row = emulated_row("vgg scpl paper split, mlp head", "scpl", "scpl", costs, 1, opts, verify=own)
     row.update(partition=suite.paper, head="mlp", kind="scpl-paper")
     log(fmt_row(row))
     rows.append(row)

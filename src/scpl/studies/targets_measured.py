@@ -13,6 +13,7 @@ from scpl.perf.costmodel import Costs, stage_times
 from scpl.perf.emulate import scale_costs
 from scpl.studies.targets_rows import emulated_row, fmt_row
 from scpl.studies.targets_setup import NETS, TargetsOptions
+from scpl.studies.targets_verify import RowModel
 
 # -- measured VGG ---------------------------------------------------------------------------
 
@@ -81,7 +82,9 @@ def measured_rows(opts: TargetsOptions, log) -> tuple[list[dict], dict]:
     scpl = {s: {k: v for k, v in d.items() if k in work} for s, d in scpl.items()}
     bp1 = {s: {k: v for k, v in d.items() if k in work} for s, d in bp1.items()}
     f = opts.stage_ms * 1e-3 / max(stage_times(scpl))
-    rows = [emulated_row("vgg-measured scpl auto", "scpl", "scpl", scale_costs(scpl, f), 1, opts)]
+    own = RowModel(net, tuple(auto), opts.head)
+    costs = scale_costs(scpl, f)
+    rows = [emulated_row("vgg-measured scpl auto", "scpl", "scpl", costs, 1, opts, verify=own)]
     rows[-1].update(partition=auto, head=opts.head, kind="scpl")
     log(fmt_row(rows[-1]))
     rows.append(
@@ -93,7 +96,6 @@ def measured_rows(opts: TargetsOptions, log) -> tuple[list[dict], dict]:
             1,
             opts,
             executor="sequential",
-            verify=False,
         )
     )
     rows[-1].update(partition=[sum(auto)], head="-", kind="bp-1")

@@ -7,8 +7,6 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import torch
-
 from scpl.perf.balance import StageCosts, flop_stage_costs, partition_min_max
 from scpl.perf.costmodel import (
     Costs,
@@ -21,6 +19,7 @@ from scpl.perf.costmodel import (
 )
 from scpl.perf.emulate import per_micro, scale_costs
 from scpl.studies.targets_setup import BP_PIPELINES, Net, TargetsOptions
+from scpl.studies.targets_verify import RowModel, verify_row
 
 # -- emulated rows --------------------------------------------------------------------------
 
@@ -31,23 +30,12 @@ def _proxy(opts: TargetsOptions):
     return Proxy(batch_size=opts.proxy_batch)
 
 
-def _states_equal(a: list[dict], b: list[dict]) -> bool:
-    if len(a) != len(b):
-        return False
-    for sa, sb in zip(a, b, strict=True):
-        if sa.keys() != sb.keys():
-            return False
-        if not all(torch.equal(sa[k], sb[k]) for k in sa):
-            return False
-    return True
-
-
 def reference_run(
     method: str, num_stages: int, num_micro: int, batches: list, opts: TargetsOptions
 ) -> tuple[list[dict], Costs]:
-    """The sequential executor on the ``sequential`` schedule after ``batches`` (no emulation:
-    it changes timing, never values): final unit states, and the median real time of each
-    (stage, op) of the proxy (what :func:`emulated_row` subtracts from the emulated time)."""
+    """The sequential executor on the ``sequential`` schedule after ``batches`` (no emulation):
+    final unit states, and the median real time of each (stage, op) of the proxy (what
+    :func:`emulated_row` subtracts from the emulated time)."""
     from scpl.perf.emulate import costs_from_events
     from scpl.perf.harness import proxy_pipeline
 
@@ -97,11 +85,11 @@ def emulated_row(
     num_micro: int,
     opts: TargetsOptions,
     executor: str = "local",
-    verify: bool = True,
+    verify: RowModel | None = None,
 ) -> dict:
     """Run ``schedule`` on the proxy with ``costs`` (per mini-batch; split per micro-batch
-    here) emulated; returns the row, including the bitwise check against the sequential
-    reference when ``verify``."""
+    here) emulated; returns the row. ``verify``: the row's own network, on which the schedule
+    is checked against the independent reference (:mod:`scpl.studies.targets_verify`)."""
     from scpl.methods import METHODS
     from scpl.perf.harness import make_batches, proxy_pipeline, rebase
     from scpl.perf.simulate import SimResult, simulate
@@ -110,12 +98,12 @@ def emulated_row(
     proxy = _proxy(opts)
     emulate = per_micro(costs, num_micro)
     batches = make_batches(opts.warmup + opts.steps, proxy)
-    ref, real = reference_run(method, K, num_micro, batches, opts)
+    _, real = reference_run(method, K, num_micro, batches, opts)
     held = calibrated(emulate, real) if opts.calibrate else emulate
     if (schedule == "scpl" and num_micro == 1) or (executor == "sequential" and K == 1):
         held = folded(held)
     t0 = time.perf_counter()
-    rates, checks = [], []
+    rates = []
     for _ in range(max(1, opts.repeats)):
         with proxy_pipeline(executor, schedule, method, K, num_micro, held, True, proxy) as pipe:
             for x, y in batches[: opts.warmup]:
@@ -124,7 +112,6 @@ def emulated_row(
             for x, y in batches[opts.warmup :]:
                 pipe.step(x, y)
             pipe.flush()
-            checks.append(_states_equal(ref, pipe.unit_states()))
             events = rebase(pipe.executor.recorder.events, opts.warmup)
         rates.append(SimResult(events, K, opts.steps).steady_rate(1) * proxy.batch_size)
     wall = time.perf_counter() - t0
@@ -145,8 +132,11 @@ def emulated_row(
         "runs_samples_per_s": [round(r, 2) for r in rates],
         "wall_s": wall,
     }
-    if verify:
-        row["verified"] = all(checks)
+    if verify is not None:
+        bad = verify_row(verify, schedule, method, num_micro, opts)
+        row["verified"] = not bad
+        if bad:
+            row["mismatches"] = bad[:5]
     return row
 
 
@@ -199,7 +189,8 @@ def flop_rows(suite: Suite, opts: TargetsOptions, gpipe: bool, log) -> list[dict
     model = suite.net.model
     rows = []
     scpl = scale_costs(stage_op_costs(prof, suite.auto, True), f)
-    rows.append(emulated_row(f"{model} scpl auto", "scpl", "scpl", scpl, 1, opts))
+    own = RowModel(suite.net, tuple(suite.auto), prof.head)
+    rows.append(emulated_row(f"{model} scpl auto", "scpl", "scpl", scpl, 1, opts, verify=own))
     rows[-1].update(partition=suite.auto, head=prof.head, kind="scpl")
     log(fmt_row(rows[-1]))
     bp1 = scale_costs(one_device_costs(prof), f)
@@ -212,7 +203,6 @@ def flop_rows(suite: Suite, opts: TargetsOptions, gpipe: bool, log) -> list[dict
             1,
             opts,
             executor="sequential",
-            verify=False,
         )
     )
     rows[-1].update(partition=[prof.num_units], head="-", kind="bp-1")
@@ -225,7 +215,9 @@ def flop_rows(suite: Suite, opts: TargetsOptions, gpipe: bool, log) -> list[dict
         if opts.proxy_batch % m or opts.proxy_batch // m < 2:
             continue
         for sched in BP_PIPELINES:
-            rows.append(emulated_row(f"{model} bp {sched} m={m}", sched, "bp", bp, m, opts))
+            own = RowModel(suite.net, tuple(suite.bp_best), "-")
+            name = f"{model} bp {sched} m={m}"
+            rows.append(emulated_row(name, sched, "bp", bp, m, opts, verify=own))
             rows[-1].update(partition=suite.bp_best, head="-", kind="bp-pipe")
             rows[-1]["peak_act_bytes"] = peak_activation_bytes(prof, suite.bp_best, sched, m, False)
             log(fmt_row(rows[-1]))

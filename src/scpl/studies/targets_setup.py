@@ -86,6 +86,13 @@ class TargetsOptions:
     """GPipe/1F1B micro-batch counts as multiples of K."""
     width: float = 1.0
     """Width of the FLOP-model networks (1 = the paper's)."""
+    verify_width: float = 0.125
+    """Width at which each pipelined row's own network is checked against the independent
+    reference (:mod:`scpl.studies.targets_verify`)."""
+    verify_batch: int = 32
+    """Mini-batch of that check (divisible by every micro-batch count of the rows)."""
+    verify_steps: int = 3
+    """Training steps of that check."""
     quick: bool = False
     """Tiny widths and few steps (for tests; the numbers mean nothing)."""
 
@@ -104,6 +111,7 @@ def quick_options(**kw) -> TargetsOptions:
         micro=(1, 2),
         width=0.125,
         repeats=1,
+        verify_steps=2,
         quick=True,
     )
     base.update(kw)
