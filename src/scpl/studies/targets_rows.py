@@ -7,7 +7,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from scpl.perf.balance import StageCosts, flop_stage_costs, partition_min_max
+from scpl.perf.balance import StageCosts, flop_stage_costs
 from scpl.perf.costmodel import (
     Costs,
     Profile,
@@ -18,6 +18,7 @@ from scpl.perf.costmodel import (
     stage_times,
 )
 from scpl.perf.emulate import per_micro, scale_costs
+from scpl.perf.pricing import bp_split, local_split
 from scpl.studies.targets_setup import BP_PIPELINES, Net, TargetsOptions
 from scpl.studies.targets_verify import RowModel, verify_row
 
@@ -176,8 +177,8 @@ def make_suite(net: Net, opts: TargetsOptions, head: str | None = None) -> Suite
     paper = build_model(
         net.model, net.input_shape, net.num_classes, opts.stages, 0.125, **net.model_kwargs
     ).partition
-    auto = partition_min_max(lc, opts.stages)
-    best = partition_min_max(bc, opts.stages)
+    # The splits of the shared price list (scpl.perf.pricing, also time to accuracy's).
+    auto, best = local_split(prof, opts.stages), bp_split(prof, opts.stages)
     scale = opts.stage_ms * 1e-3 / max(lc.stage_costs(auto))
     return Suite(net, prof, lc, bc, paper, auto, best, scale)
 
