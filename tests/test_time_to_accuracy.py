@@ -85,3 +85,32 @@ def test_each_local_method_is_priced_with_its_own_config():
     as_own = contenders(bp_cfg, ["bp", "scpl"], 2, own.__getitem__)[-1]
     assert as_own.label == as_bp.label == "SCPL, 2 devices"
     assert as_own.sec_per_step < as_bp.sec_per_step
+
+
+def test_pricing_is_bench_targets_cost_function():
+    """One cost function (issue 22, item 6): BP pipelines on BP's own best split with m up to
+    4K, every contender paying its updates (U) and transfers, and ``--partition auto`` priced on
+    the split training resolves. Mutants caught: BP priced on the model's default split; m
+    capped at 8; U or send_act dropped from the costs; auto priced on the default split."""
+    from scpl.perf.balance import auto_partition
+    from scpl.perf.pricing import bp_split, micro_counts
+    from scpl.studies.time_to_accuracy import run_costs, run_partition, run_profile
+
+    assert micro_counts(4, 64) == [2, 4, 8, 16] and micro_counts(4, 24) == [2, 4, 8]
+    base = {"stages": 4, "model": "vanilla-convnet", "dataset": "digits"}
+    cfg = make_config("smoke", {**base, "method": "bp"})
+    cands = contenders(cfg, ["bp", "scpl"], 4)
+    assert cands[1].partition == bp_split(run_profile(cfg, "bp"), 4)
+    for method in ("bp", "scpl"):
+        costs = run_costs(make_config("smoke", {**base, "method": method}), method)
+        assert all(costs[s]["U"] > 0 for s in costs)
+        assert all(costs[s]["send_act"] > 0 for s in range(3))
+    auto = make_config("smoke", {**base, "method": "scpl", "partition": "auto"})
+    want = auto_partition(
+        "vanilla-convnet", 4, auto.balance_by, method="scpl", head=auto.head,
+        input_shape=(1, 8, 8), num_classes=10, width=auto.width, batch_size=auto.batch_size,
+        proj_dim=auto.proj_dim, model_kwargs={},
+    )  # fmt: skip
+    assert run_partition(auto, "scpl") == want
+    got = contenders(auto, ["bp", "scpl"], 4, lambda m: auto)[-1]
+    assert got.partition == want

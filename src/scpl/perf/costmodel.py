@@ -186,6 +186,7 @@ def _count(
     proj_dim: int,
     model_kwargs: dict,
     seed: int,
+    method_options: dict | None = None,
 ) -> dict[str, list[float]]:
     import torch.nn.functional as F
 
@@ -194,7 +195,7 @@ def _count(
 
     torch.manual_seed(seed)
     m = build_model(model, input_shape, num_classes, n, width, [1] * n, **model_kwargs)
-    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim))
+    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim, **(method_options or {})))
     units = meth.attach(m)
     x, y = _batch(input_shape, b, num_classes, model_kwargs.get("vocab_size", 1000), seed)
     keys = (
@@ -288,10 +289,12 @@ def profile_model(
     model_kwargs: dict | None = None,
     seed: int = 0,
     small: tuple[int, int] = (2, 4),
+    method_options: dict | None = None,
 ) -> Profile:
     """Count every unit's FLOPs, parameters and bytes at ``batch_size`` (extrapolated from two
     small batches, see the module docstring). The unit list is the model's at ``num_stages``
-    (text models have one layer per stage after the embedding unless ``num_layers`` is given)."""
+    (text models have one layer per stage after the embedding unless ``num_layers`` is given).
+    ``method_options``: further MethodConfig fields (e.g. local_loss, local_ce) of the method."""
     kw = dict(model_kwargs or {})
     shape = tuple(input_shape)
     n = num_units(model, shape, num_stages, num_classes, kw)
@@ -299,8 +302,10 @@ def profile_model(
     if not 2 <= b1 < b2:
         raise ConfigError(f"profile batch sizes {small} must satisfy 2 <= b1 < b2")
     with torch.random.fork_rng():
-        c1 = _count(model, method, n, shape, num_classes, width, b1, head, proj_dim, kw, seed)
-        c2 = _count(model, method, n, shape, num_classes, width, b2, head, proj_dim, kw, seed)
+        args = (model, method, n, shape, num_classes, width)
+        opts = (head, proj_dim, kw, seed, method_options)
+        c1 = _count(*args, b1, *opts)
+        c2 = _count(*args, b2, *opts)
 
     def at(key: str) -> list[float]:
         out = []

@@ -4,13 +4,15 @@
 What users buy SCPL for is accuracy per second on K devices, so this puts every method's
 validation curve on a time axis:
 
-1. **Step time.** For each model, the op costs of one training step (FLOPs of F, L, B per stage
-   on a compute-bound device, :func:`scpl.perf.measure.flop_op_costs`, with the run's partition,
-   head and batch of 2N inputs under two-view augmentation) go through the discrete-event
-   simulator (:mod:`scpl.perf.simulate`): BP on one device (every op in a row), the best BP
-   pipeline on K devices (``nmp``, ``gpipe`` and ``pipedream-1f1b`` at m = 2, 4, 8 micro-batches:
-   the fastest steady state), and each local method on K devices (``scpl`` schedule). Only
-   ratios of step times matter; they are reported as seconds of the simulated device.
+1. **Step time.** Priced as ``scpl bench --targets`` prices it (:mod:`scpl.perf.pricing`): the
+   FLOP cost model's op costs of one training step (F, L, B from FLOPs, U from the parameters
+   each stage updates, activation and gradient transfers; the run's head and batch of 2N inputs
+   under two-view augmentation) through the discrete-event simulator: BP on one device (every
+   op in a row), the best BP pipeline on K devices (``nmp``, ``gpipe`` and ``pipedream-1f1b`` at
+   every m up to 4K that divides the batch, on BP's own best split: the fastest steady state),
+   and each local method on K devices (``scpl`` schedule, on the split its runs train, with
+   ``--partition auto`` resolved as training resolves it). Only ratios of step times matter;
+   they are reported as seconds of the model device (:data:`scpl.perf.costmodel.DEVICE`).
 2. **Equal budget.** The budget is BP's one-device run: its steps times its step time. Because a
    cosine schedule ties accuracy to the run's own length, the accuracy at equal wall time comes
    from runs *whose schedule ends at that budget*: a contender s times faster per step than BP
@@ -33,19 +35,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from scpl.errors import ConfigError
+from scpl.perf.pricing import SIM_BATCHES, simulated_step  # noqa: F401  (re-exported)
 from scpl.report.accuracy import mean_std
 from scpl.studies.experiment import resolve_experiment, run_meta, train_runs
 from scpl.training.config import TrainConfig
 from scpl.training.recipes import make_config
 
-BP_PIPELINES: tuple[tuple[str, tuple[int, ...]], ...] = (
-    ("nmp", (1,)),
-    ("gpipe", (2, 4, 8)),
-    ("pipedream-1f1b", (2, 4, 8)),
-)
-"""BP schedules (and micro-batch counts) tried for the best BP pipeline on K devices."""
-SIM_BATCHES = 16
-"""Mini-batches simulated per schedule; the step time is the steady state after the fill."""
 LOCAL_METHODS = ("early-exit", "al", "scpl")
 
 
@@ -60,88 +55,116 @@ class Contender:
     micro: int
     sec_per_step: float
     """Simulated seconds per training step."""
+    partition: list[int] | None = None
+    """The split it is priced on (units per stage)."""
 
 
-def run_costs(cfg: TrainConfig, method: str):
-    """Mini-batch op costs {stage: {op: s}} of ``cfg``'s model under ``method`` (FLOPs of a
-    compute-bound device; U and transfers free), at the batch the stages really see."""
+def _shape(cfg: TrainConfig):
+    """(input shape, views, model kwargs, classes) of ``cfg``'s data as the pricing sees it."""
     from scpl.data import dataset_spec
     from scpl.data.augment import num_views
-    from scpl.perf.measure import flop_op_costs
 
     spec = dataset_spec(cfg.dataset)
     if spec.kind == "image":
-        shape, views, kw = tuple(spec.input_shape), num_views(cfg.augment), {}
-    else:
-        shape, views = (cfg.max_len or 64,), 1
-        kw = {"vocab_size": cfg.vocab_size, "embed_dim": cfg.embed_dim}
-    return flop_op_costs(
+        return tuple(spec.input_shape), num_views(cfg.augment), {}, spec.num_classes or 2
+    kw = {"vocab_size": cfg.vocab_size, "embed_dim": cfg.embed_dim}
+    return (cfg.max_len or 64,), 1, kw, spec.num_classes or 2
+
+
+def run_profile(cfg: TrainConfig, method: str):
+    """The FLOP cost model's profile of ``cfg``'s model under ``method`` (its head and
+    projection), at the batch the stages really see (2N inputs under two views)."""
+    from scpl.methods import METHODS
+    from scpl.perf.costmodel import profile_model
+
+    shape, views, kw, classes = _shape(cfg)
+    local = METHODS.get(method).local
+    return profile_model(
         cfg.model,
-        method,
-        cfg.stages,
-        cfg.width,
+        method if local else "scpl",  # BP's costs use the body and the classifier only
         shape,
-        spec.num_classes or 2,
+        classes,
+        cfg.width,
         cfg.batch_size * views,
-        cfg.partition_list(),
-        head=cfg.head,
-        proj_dim=cfg.proj_dim,
-        model_kwargs=kw,
+        cfg.head,
+        cfg.proj_dim,
+        cfg.stages,
+        kw,
         seed=cfg.seed,
-        local_ce=cfg.local_ce,
-        local_loss=cfg.local_loss,
+        # SCPL's extra classifiers and similarity losses are priced as trained.
+        method_options={"local_ce": cfg.local_ce, "local_loss": cfg.local_loss} if local else None,
     )
 
 
-def simulated_step(costs, schedule: str, num_stages: int, micro: int, local: bool) -> float:
-    """Steady-state seconds per mini-batch of ``schedule`` on ``num_stages`` devices."""
-    from scpl.perf.emulate import per_micro
-    from scpl.perf.simulate import simulate
+def run_partition(cfg: TrainConfig, method: str) -> list[int]:
+    """The split ``cfg``'s runs train: ``--partition`` as given, the model's default, or for
+    ``auto`` the split the training loop resolves (same cost model and arguments)."""
+    from scpl.models import build_model
 
-    sim = simulate(schedule, num_stages, per_micro(costs, micro), SIM_BATCHES, micro, local)
-    return 1.0 / sim.steady_rate(warmup=2)
+    shape, _, kw, classes = _shape(cfg)
+    if (cfg.partition or "").strip() == "auto":
+        from scpl.perf.balance import auto_partition
+
+        return auto_partition(
+            cfg.model,
+            cfg.stages,
+            cfg.balance_by,
+            method=method,
+            head=cfg.head,
+            input_shape=shape,
+            num_classes=classes,
+            width=cfg.width,
+            batch_size=cfg.batch_size,
+            proj_dim=cfg.proj_dim,
+            model_kwargs=kw,
+        )
+    given = cfg.partition_list()
+    if given is not None:
+        return given
+    return list(build_model(cfg.model, shape, classes, cfg.stages, cfg.width, **kw).partition)
+
+
+def run_costs(cfg: TrainConfig, method: str):
+    """Mini-batch op costs {stage: {op: s}} of ``cfg``'s model under ``method`` on the split
+    its runs train (F, L, B, U and transfers of the FLOP cost model)."""
+    from scpl.methods import METHODS
+    from scpl.perf.costmodel import stage_op_costs
+
+    local = METHODS.get(method).local
+    return stage_op_costs(run_profile(cfg, method), run_partition(cfg, method), local)
 
 
 def contenders(
     cfg: TrainConfig, methods: list[str], num_devices: int, cfg_of=None
 ) -> list[Contender]:
     """BP on one device, the fastest BP pipeline on K devices and every local method of
-    ``methods`` on K devices, with their simulated step times (``cfg.stages`` must be K).
+    ``methods`` on K devices, with their simulated step times (``cfg.stages`` must be K),
+    priced by :mod:`scpl.perf.pricing` (the cost function of ``scpl bench --targets``).
 
     ``cfg_of(method)`` gives the config a method's runs really use (its own run defaults, e.g.
     SCPL's light head, filled in); by default every method is priced with ``cfg``."""
-    from scpl.data import dataset_spec
-    from scpl.data.augment import num_views
+    from scpl.perf.pricing import best_bp_pipeline, local_pipeline, one_device
 
-    views = num_views(cfg.augment) if dataset_spec(cfg.dataset).kind == "image" else 1
+    shape, views, _, _ = _shape(cfg)
     inputs = cfg.batch_size * views
-    bp = run_costs(cfg, "bp")
-    one = sum(v for ops in bp.values() for k, v in ops.items() if k in ("F", "L", "B", "U"))
-    out = [Contender("BP, 1 device", "bp", "one device", 1, 1, one)]
-    best: Contender | None = None
-    for schedule, micros in BP_PIPELINES:
-        for m in micros:
-            if inputs % m:
-                continue
-            t = simulated_step(bp, schedule, num_devices, m, local=False)
-            if best is None or t < best.sec_per_step:
-                name = schedule if m == 1 else f"{schedule}, m={m}"
-                best = Contender(
-                    f"BP, best pipeline ({name}), {num_devices} devices",
-                    "bp",
-                    schedule,
-                    num_devices,
-                    m,
-                    t,
-                )
-    if best is not None and num_devices > 1:
-        out.append(best)
+    bp = run_profile(cfg, "bp")
+    one = one_device(bp)
+    out = [Contender("BP, 1 device", "bp", "one device", 1, 1, one.sec_per_step, one.partition)]
+    if num_devices > 1:
+        b = best_bp_pipeline(bp, num_devices, inputs)
+        name = b.schedule if b.micro == 1 else f"{b.schedule}, m={b.micro}"
+        label = f"BP, best pipeline ({name}), {num_devices} devices"
+        out.append(
+            Contender(label, "bp", b.schedule, num_devices, b.micro, b.sec_per_step, b.partition)
+        )
     for method in LOCAL_METHODS:
         if method in methods:
             own = cfg_of(method) if cfg_of is not None else cfg
-            t = simulated_step(run_costs(own, method), "scpl", num_devices, 1, local=True)
+            p = local_pipeline(run_profile(own, method), run_partition(own, method))
             label = f"{METHOD_NAMES.get(method, method)}, {num_devices} devices"
-            out.append(Contender(label, method, "scpl", num_devices, 1, t))
+            out.append(
+                Contender(label, method, "scpl", num_devices, 1, p.sec_per_step, p.partition)
+            )
     return out
 
 
@@ -258,8 +281,9 @@ def write_time_to_accuracy(result: dict, out_dir: Path, meta: dict) -> None:
     lines = [
         f"# Time to accuracy on {k} simulated devices: {meta.get('title') or meta['experiment']}",
         "",
-        "Step times: FLOPs per op on a compute-bound device through the pipeline simulator "
-        "(relative units: seconds of a 1 TFLOP/s device). Every row trains until BP's one-device "
+        "Step times: the FLOP cost model of `scpl bench --targets` (F, L, B, Adam updates, "
+        "transfers; BP pipelines on BP's own best split, m up to 4K) through the pipeline "
+        "simulator (relative units: seconds of the model device). Every row trains until BP's one-device "
         "budget is spent (its own schedule ends there). Accuracy: test, mean ± std over "
         f"{meta['trials']} seed(s), epoch chosen on validation. Time to level: simulated "
         "seconds until the validation accuracy first reaches it (mean over the seeds that do).",
