@@ -15,6 +15,7 @@ every change of owner in the schedule's global order, so the dist reference runs
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from collections.abc import Iterable
@@ -154,11 +155,25 @@ class DistExecutor(Executor):
             self.options.precision,
         )
         self.mesh = None
+        self._buffer_sync = None
+        self._rng = None
         if R > 1:
-            from scpl.parallel.dp import FeatureGather, GradAverager, build_mesh
+            from scpl.parallel.dp import (
+                BufferAverager,
+                FeatureGather,
+                GradAverager,
+                ReplicaRng,
+                build_mesh,
+                replica_seed,
+            )
 
             self.mesh = build_mesh(K, R, self.device.type, self.options.dist_timeout)
             self.runner.grad_sync = GradAverager(self.runner.unit, self.mesh.dp, R)
+            self._buffer_sync = BufferAverager(self.runner.unit, self.mesh.dp, R)
+            # Each replica's stage draws its own dropout masks; a one-replica run keeps the
+            # process's global stream (and so stays bitwise what it was).
+            seed = replica_seed(torch.initial_seed(), self.replica, self.rank)
+            self._rng = ReplicaRng(seed, self.device)
             if self.options.supcon_gather:
                 self.runner.unit.feature_gather = FeatureGather(self.mesh.dp)
         self.groups = Groups.create(self.options.dist_timeout, K, R)
@@ -220,7 +235,8 @@ class DistExecutor(Executor):
         micro = split_micro(x, y, self.options.num_micro) if self.rank == 0 else None
         size = int(y.shape[0]) if y is not None else 0
         self.runner.begin(self._batch, micro, size, self.options.num_micro)
-        self._run_program()
+        with self._rng.active() if self._rng is not None else contextlib.nullcontext():
+            self._run_program()
         self.sink.add(self.runner.metrics(), key=self.rank, flag=self.runner.flag)
         self._batch += 1
 
@@ -275,7 +291,7 @@ class DistExecutor(Executor):
                 vector_to_parameters(vec.to(next(mod.parameters()).device), mod.parameters())
 
     def _evaluate(self, batches: Iterable[tuple[object, torch.Tensor]]) -> tuple[int, int]:
-        self.flush()
+        self._sync_replicas()  # flushes; every replica scores with the same buffers
         if self._has_exports:
             self._sync_exports()
         correct = None
@@ -308,21 +324,36 @@ class DistExecutor(Executor):
         self.flush()
         self.runner.unit.train(mode)
 
+    def _sync_replicas(self) -> None:
+        """Finish sent messages; with replicas, average the stage's buffers over them (a
+        collective: every replica of the stage calls this at the same point)."""
+        self.flush()
+        if self._buffer_sync is not None:
+            self._buffer_sync()
+
     def unit_states(self) -> list[dict]:
         """Only this rank's stage: the list holds one state (index = rank)."""
-        self.flush()
+        self._sync_replicas()
         return [self.runner.unit.state_dict()]
 
     def load_unit_states(self, states: list[dict]) -> None:
         self.runner.unit.load_state_dict(states[0])
 
     def state_dict(self) -> dict:
-        self.flush()
-        return {"runner": self.runner.state_dict(), "batch": self._batch, "rank": self.rank}
+        """This stage's state. With replicas, a collective: the buffers are averaged first
+        (so the replicas, and replica 0's checkpoint, hold the same) and every replica's
+        random stream is gathered (index = replica), so one file resumes them all."""
+        self._sync_replicas()
+        state = {"runner": self.runner.state_dict(), "batch": self._batch, "rank": self.rank}
+        if self._rng is not None:
+            state["replica_rng"] = self._rng.gather(self.mesh.dp, self.device)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.runner.load_state_dict(state["runner"])
         self._batch = state["batch"]
+        if self._rng is not None and "replica_rng" in state:
+            self._rng.load(state["replica_rng"][self.replica])
 
     def close(self) -> None:
         """Tell the next rank we are done and consume what is still addressed to us, so every

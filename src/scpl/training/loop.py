@@ -296,7 +296,7 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
 
     def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor) -> None:
         if env.rank >= cfg.stages and dist:
-            pipe.state_dict()  # replicas hold replica 0's state: only wait for their sends
+            pipe.state_dict()  # joins the replicas' buffer average and RNG gather; replica 0 writes
             return
         save_checkpoint(
             out_dir,
