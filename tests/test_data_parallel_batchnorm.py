@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import scpl
-from parity_utils import free_port, make_batches, make_model
+from parity_utils import init_gloo, make_batches, make_model, rendezvous
 
 K, R, BATCH = 2, 2, 16
 STEPS, CKPT_AT = 4, 2
@@ -110,17 +110,15 @@ def _run_dropout(replica, stage, out_dir, resume_from=None):
     return {"mask": masks[0], "final": final}
 
 
-def _worker(rank, world, port, out_dir):
+def _worker(rank, world, rdzv, out_dir):
     import faulthandler
-    import os
     import sys
 
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     faulthandler.dump_traceback_later(240, exit=True, file=sys.stderr)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, rdzv)
     replica, stage = divmod(rank, K)
     try:
         out = {"plain": _run_plain(replica)}
@@ -136,7 +134,7 @@ def _spawn(tmp_path):
     import torch.multiprocessing as mp
 
     world = K * R
-    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, rendezvous(tmp_path), str(tmp_path)), nprocs=world, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
 
 
