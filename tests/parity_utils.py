@@ -172,18 +172,15 @@ def assert_states_equal(a, b, exact=True, rtol=1e-5, atol=1e-7):
                 )
 
 
-def _dist_worker(rank, world, port, kwargs, out_dir):
-    import os
-
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _dist_worker(rank, world, rdzv, kwargs, out_dir):
     import faulthandler
     import sys
 
+    import torch.distributed as dist
+
     faulthandler.dump_traceback_later(60, exit=True, file=sys.stderr)  # a hang becomes a traceback
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, rdzv)
     try:
         states, metrics, acc, ex = run_executor("dist", **kwargs)
         events = [vars(e) for e in ex.recorder.events] if ex.recorder else []
@@ -201,7 +198,28 @@ def _dist_worker(rank, world, port, kwargs, out_dir):
         dist.destroy_process_group()
 
 
+def rendezvous(out_dir) -> str:
+    """A ``file://`` rendezvous of one's own for a spawned test group (pass it to
+    :func:`init_gloo`). A TCP store on a port found free a moment earlier can be taken by
+    another job's test in between, whose ranks then meet ours (seen as ``Resource temporarily
+    unavailable`` in ProcessGroupGloo's set-up); a fresh file under the test's own tmp folder
+    cannot collide, and gloo's own connections use ports the kernel hands out."""
+    import uuid
+    from pathlib import Path
+
+    return f"file://{Path(out_dir).resolve() / f'rendezvous-{uuid.uuid4().hex}'}"
+
+
+def init_gloo(rank: int, world: int, rdzv: str) -> None:
+    """Join a gloo group of ``world`` spawned test processes through ``rdzv``."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
+
+
 def free_port() -> int:
+    """A port free now (for subprocesses that join through MASTER_PORT); prefer
+    :func:`rendezvous` for spawned groups."""
     import socket
 
     with socket.socket() as s:
@@ -213,5 +231,6 @@ def run_dist(world, out_dir, **kwargs):
     """Run ``run_executor('dist', **kwargs)`` on ``world`` gloo processes; return per-rank results."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_dist_worker, args=(world, free_port(), kwargs, str(out_dir)), nprocs=world, join=True)
+    args = (world, rendezvous(out_dir), kwargs, str(out_dir))
+    mp.spawn(_dist_worker, args=args, nprocs=world, join=True)
     return [torch.load(f"{out_dir}/rank{r}.pt") for r in range(world)]

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import scpl
-from parity_utils import free_port, make_batches, make_model
+from parity_utils import init_gloo, make_batches, make_model, rendezvous
 from scpl.errors import ConfigError
 
 K, R, STEPS, BATCH = 2, 2, 3, 16
@@ -49,17 +49,15 @@ def _train(pipe, replica=0, replicas=1):
     return [{k: v.clone() for k, v in st.items()} for st in pipe.unit_states()]
 
 
-def _worker(rank, world, port, out_dir):
+def _worker(rank, world, rdzv, out_dir):
     import faulthandler
-    import os
     import sys
 
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     faulthandler.dump_traceback_later(240, exit=True, file=sys.stderr)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, rdzv)
     replica = rank // K
     out = {}
     try:
@@ -87,7 +85,7 @@ def test_data_parallel_matches_one_pipeline_on_the_global_batch(tmp_path):
     import torch.multiprocessing as mp
 
     world = K * R
-    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, rendezvous(tmp_path), str(tmp_path)), nprocs=world, join=True)
     got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     worst = {schedule: 0.0 for _, schedule, _ in CASES}
     for method, schedule, micro in CASES:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity_utils import free_port, make_batches, make_pipeline, text_kwargs
+from parity_utils import init_gloo, make_batches, make_pipeline, rendezvous, text_kwargs
 from scpl.parallel.dist import check_message_logs, serialised_programs
 from scpl.parallel.schedules import SCHEDULES
 
@@ -94,18 +94,16 @@ def _run_id(run):
     return "-".join(str(v) for v in run.values())
 
 
-def _worker(rank, world, port, out_dir):
-    import os
+def _worker(rank, world, rdzv, out_dir):
 
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import faulthandler
     import sys
 
+    import torch.distributed as dist
+
     faulthandler.dump_traceback_later(240, exit=True, file=sys.stderr)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, rdzv)
     logs = {}
     try:
         for run in RUNS:
@@ -137,7 +135,7 @@ def recorded(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("dist-order")
     world = 3
-    mp.spawn(_worker, args=(world, free_port(), str(out)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, rendezvous(out), str(out)), nprocs=world, join=True)
     return [torch.load(f"{out}/rank{r}.pt") for r in range(world)]
 
 

@@ -22,6 +22,9 @@ makes the update exactly the global-batch gradient.
 from __future__ import annotations
 
 import datetime
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -127,6 +130,109 @@ class GradAverager:
             n = g.numel()
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
+
+
+def _comm_device(group, device: torch.device) -> torch.device:
+    """Where a collective's tensors must live: NCCL moves CUDA tensors only, gloo any."""
+    return device if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
+class BufferAverager:
+    """Averages a stage's floating buffers (BatchNorm's running mean and variance) over its
+    replicas, in place: every replica then holds the same, bitwise equal buffers.
+
+    Called before every evaluation and checkpoint (and whenever the stage's state is read),
+    not every step: a running statistic is an exponential moving average, linear in the batch
+    statistics, so averaging at those points gives the every-step average up to rounding,
+    without a blocking collective in each step. Train-mode forwards never read the buffers, so
+    the weights do not depend on when this runs. Integer buffers (``num_batches_tracked``)
+    count the same on every replica and are left alone."""
+
+    def __init__(self, module: torch.nn.Module, group, replicas: int) -> None:
+        self.module, self.group, self.replicas = module, group, replicas
+
+    def __call__(self) -> None:
+        # Read the buffers now: ``module.to()`` replaces buffer tensors (not parameters).
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for b in self.module.buffers():
+            if b.is_floating_point():
+                by_dtype.setdefault(b.dtype, []).append(b)
+        for bufs in by_dtype.values():
+            flat = torch.cat([b.detach().reshape(-1) for b in bufs])
+            try:
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+            except (RuntimeError, dist.DistError) as e:
+                raise replica_failed("buffer all-reduce", self.group, e) from None
+            flat.div_(self.replicas)
+            offset = 0
+            for b in bufs:
+                n = b.numel()
+                b.detach().copy_(flat[offset : offset + n].view_as(b))
+                offset += n
+
+
+def replica_seed(seed: int, replica: int, stage: int) -> int:
+    """A distinct, deterministic seed for the compute of ``stage`` on ``replica``."""
+    digest = hashlib.sha256(f"scpl-replica/{seed}/{replica}/{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class ReplicaRng:
+    """The random stream of one replica's stage compute (dropout masks), kept apart from the
+    process's global stream.
+
+    Every replica's process is seeded alike, so without this all replicas of a stage would
+    draw the same dropout masks (on different rows). The global stream stays the data's:
+    every replica's stage 0 draws and augments the same global batch and takes its rows, as a
+    one-replica run does. ``active()`` swaps this stream in for a training step."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.cuda = device if device.type == "cuda" else None
+        g = torch.Generator()
+        g.manual_seed(seed)
+        self.cpu_state = g.get_state()
+        self.cuda_state = None
+        if self.cuda is not None:
+            gc = torch.Generator(device=self.cuda)
+            gc.manual_seed(seed)
+            self.cuda_state = gc.get_state()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self.cpu_state)
+        if self.cuda is not None:
+            outer_cuda = torch.cuda.get_rng_state(self.cuda)
+            torch.cuda.set_rng_state(self.cuda_state, self.cuda)
+        try:
+            yield
+        finally:
+            self.cpu_state = torch.get_rng_state()
+            torch.set_rng_state(outer)
+            if self.cuda is not None:
+                self.cuda_state = torch.cuda.get_rng_state(self.cuda)
+                torch.cuda.set_rng_state(outer_cuda, self.cuda)
+
+    def state(self) -> torch.Tensor:
+        parts = [self.cpu_state] + ([self.cuda_state] if self.cuda is not None else [])
+        return torch.cat(parts)
+
+    def load(self, state: torch.Tensor) -> None:
+        n = self.cpu_state.numel()
+        self.cpu_state = state[:n].clone()
+        if self.cuda is not None:
+            self.cuda_state = state[n:].clone()
+
+    def gather(self, group, device: torch.device) -> list[torch.Tensor]:
+        """Every replica's stream state (index = replica), so replica 0's checkpoint resumes
+        them all (equal sizes: the replicas of a stage run on one kind of device)."""
+        mine = self.state().to(_comm_device(group, device))
+        parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group=group))]
+        try:
+            dist.all_gather(parts, mine, group=group)
+        except (RuntimeError, dist.DistError) as e:
+            raise replica_failed("RNG state gather", group, e) from None
+        return [p.cpu() for p in parts]
 
 
 class _GatherRows(torch.autograd.Function):

@@ -327,7 +327,7 @@ def _train(
 
     def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor, keep: bool = False) -> None:
         if env.rank >= cfg.stages and dist:
-            pipe.state_dict()  # replicas hold replica 0's state: only wait for their sends
+            pipe.state_dict()  # joins the replicas' buffer average and RNG gather; replica 0 writes
             return
         save = save_branch_point if keep else save_checkpoint
         save(
