@@ -84,9 +84,11 @@ def test_default_folder_names_what_changes_the_result():
 
     base = TrainConfig()
     name = out_path(base, "default")
-    for change in ({"lr": 0.01}, {"epochs": 3}, {"width": 0.5}, {"weight_decay": 0.1}):
+    changes = ({"lr": 0.01}, {"epochs": 3}, {"width": 0.5}, {"weight_decay": 0.1},
+               {"data_dir": "/other/data"}, {"threads": 1})  # fmt: skip
+    for change in changes:
         assert out_path(TrainConfig(**change), "default") != name, change
-    for same in ({"progress": False}, {"log_every": 7}, {"threads": 1}):
+    for same in ({"progress": False}, {"log_every": 7}):
         assert out_path(TrainConfig(**same), "default") == name, same
 
 
@@ -125,9 +127,16 @@ def test_resume_alone_takes_the_settings_from_the_checkpoint(finished_run, capsy
 
 @pytest.mark.parametrize(
     "flags",
-    [("--val-fraction", "0.3"), ("--weight-decay", "0.1"), ("--last-supcon", "false")],
+    [
+        ("--val-fraction", "0.3"),
+        ("--weight-decay", "0.1"),
+        ("--last-supcon", "false"),
+        ("--data-dir", "/other/data"),  # other files are other data (issue 24, case 8)
+        ("--threads", "3"),  # another thread count changes the bits (case 9)
+    ],
 )
 def test_resume_refuses_flags_that_change_the_result(finished_run, capsys, flags):
+    """Mutants: data_dir or threads classed "cosmetic" again in FIELD_CLASS."""
     line = one_error(*run(capsys, "--resume", str(finished_run), *flags)[::2])
     assert flags[0] in line and "change the result" in line
 
@@ -517,3 +526,55 @@ def test_sigterm_to_the_launcher_stops_every_process_of_the_run(tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"processes of the run still alive 10 s after SIGTERM: {alive}"
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+# -- issue 24: checkpoints only from finite states ---------------------------------------------
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def test_checkpoints_hold_only_finite_states_and_the_error_names_the_good_one(tmp_path, capsys):
+    """The issue's repro (LR climbing to 1e30): NaN at step 3, detected only at a log interval
+    under --nan-guard interval; checkpoints every 2 steps must not save the NaN weights nor
+    prune the last finite one, and the error names the checkpoint that is good.
+
+    Mutants: no flag/state check before a save (checkpoints with NaN weights; the good one
+    pruned); the message naming the newest file instead of the last finite one."""
+    out = tmp_path / "x"
+    line = one_error(
+        *run(capsys, "--dataset", "digits", "--model", "convnet", "--stages", "2", "--width",
+             "0.125", "--max-steps", "40", "--batch-size", "32", "--checkpoint-every", "2",
+             "--lr-min", "1e30", "--out", str(out), *FAST, "--max-steps", "40",
+             "--log-every", "50", "--augment", "none")[::2]
+    )  # fmt: skip
+    assert "non-finite" in line, line
+    files = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    assert files, "no checkpoint before the NaN"
+    for f in files:
+        ck = torch.load(f, weights_only=True)
+        bad = [t for t in _tensors(ck["executor"]) if t.is_floating_point()]
+        assert all(torch.isfinite(t).all() for t in bad), f"{f.name} holds non-finite tensors"
+    assert "last good checkpoint (finite weights) is step" in line and str(files[-1]) in line
+
+
+def test_a_state_with_inf_weights_is_not_checkpointed():
+    """A finite gradient times a huge LR gives inf weights that no loss flag has seen yet.
+
+    Mutant: check_state_finite skipping optimizer state or nested lists."""
+    from scpl.parallel.base import NonFiniteError
+    from scpl.training.checks import check_state_finite
+
+    fine = {"runners": [{"unit": {"w": torch.ones(2)}, "optimizer": {"state": {0: {}}}}]}
+    check_state_finite(fine, 4)
+    bad = {"runners": [fine["runners"][0], {"optimizer": {"state": {0: {"exp_avg": torch.tensor([1.0, float("inf")])}}}}]}  # fmt: skip
+    with pytest.raises(NonFiniteError, match=r"step 4 \(runners\[1\]\.optimizer\.state\.0\.exp_avg"):
+        check_state_finite(bad, 4)

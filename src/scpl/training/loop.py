@@ -30,8 +30,10 @@ from scpl.methods import MethodConfig
 from scpl.models import MODELS, StagedModel, build_model
 from scpl.models.base import models_of_kind
 from scpl.parallel import OptimConfig
+from scpl.parallel.base import NonFiniteError
 from scpl.training.checkpoint import (
     atomic_save,
+    checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
@@ -45,6 +47,7 @@ from scpl.training.checks import (
     check_learned,
     check_resume_config,
     check_splits,
+    check_state_finite,
     note_skipped,
     resume_config,
 )
@@ -88,8 +91,6 @@ def train(
     labels of one class, a run of zero steps or one whose updates were all skipped.
     """
     cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     env = dist_env()
     dist = cfg.executor == "dist"
     world = cfg.stages * cfg.data_parallel
@@ -113,9 +114,15 @@ def train(
         ck_path = latest_checkpoint(out_dir, stage_rank, cfg.stages if dist else 1)
         check_writable(out_dir)
         ck = load_checkpoint(ck_path)
-        check_resume_config(ck.get("config", {}), cfg)
+        saved = ck.get("config", {})
+        if not cfg.threads and saved.get("threads"):
+            # The thread count the run used (saved resolved): another count changes the bits.
+            cfg = dataclasses.replace(cfg, threads=saved["threads"])
+        check_resume_config(saved, cfg)
     else:
         out_dir = prepare_out_dir(cfg, recipe, rank=env.rank if dist else None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     heartbeat = None
     if dist:
         bind_to_parent()  # a rank dies with its launcher, never trains on alone
@@ -294,16 +301,29 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
     # Per stage: has any update been applied (None until --nan-guard skip reports one)?
     applied: dict[str, bool] = {}
 
+    # The newest checkpoint this rank wrote (or resumed from): every one holds finite weights.
+    good: list[int] = [ck["step"]] if ck is not None else []
+
     def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor) -> None:
         if env.rank >= cfg.stages and dist:
             pipe.state_dict()  # replicas hold replica 0's state: only wait for their sends
             return
+        if cfg.nan_guard == "interval":
+            # The device-side NaN flag is read at log intervals only: read it now (one sync per
+            # save), so a checkpoint never holds weights updated from a NaN since the last one.
+            pipe.flush()
+            sink = getattr(pipe.executor, "sink", None)
+            if sink is not None:
+                sink.check_finite()
+        state = pipe.state_dict()
+        if cfg.nan_guard != "skip":  # (skip keeps training on through non-finite batches)
+            check_state_finite(state, step)
         save_checkpoint(
             out_dir,
             step,
             env.rank,
             {
-                "executor": pipe.state_dict(),
+                "executor": state,
                 "rng": rng_state(),
                 "data_g": g_state,
                 "epoch": epoch,
@@ -313,10 +333,12 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
                 "train_seconds": train_seconds,
                 "samples_seen": samples_seen,
                 "applied": applied,
-                "config": dataclasses.asdict(cfg),
+                # The thread count resolved: a resume uses the same one (same bits).
+                "config": dataclasses.asdict(cfg) | {"threads": torch.get_num_threads()},
                 "recipe": recipe,
             },
         )
+        good.append(step)
 
     if ck is not None:
         pipe.load_state_dict(ck["executor"])
@@ -412,6 +434,13 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
                     "state": [cpu_copy(u) for u in pipe.unit_states()],
                 }
             checkpoint(epoch + 1, 0, g.get_state())
+    except NonFiniteError as e:
+        if not good or env.rank >= cfg.stages:
+            raise NonFiniteError(f"{e}; no checkpoint was written before it") from None
+        path = checkpoint_path(out_dir, good[-1], env.rank)
+        raise NonFiniteError(
+            f"{e}; the last good checkpoint (finite weights) is step {good[-1]}: {path}"
+        ) from None
     finally:
         log.close()
     check_learned(step, applied, cfg)
