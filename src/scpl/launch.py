@@ -149,8 +149,7 @@ def launch_torchrun(nproc: int, cfg=None, recipe: str = "custom") -> int:
 
     With ``cfg``, the settings and the output folder are checked first (a wrong --nproc or a
     folder holding another run fails here, once, before any process starts)."""
-    if cfg is not None:
-        preflight(cfg, recipe)
+    folder = preflight(cfg, recipe) if cfg is not None else None
     argv = sys.argv[1:]
     cleaned: list[str] = []
     skip = False
@@ -175,21 +174,32 @@ def launch_torchrun(nproc: int, cfg=None, recipe: str = "custom") -> int:
         *cleaned,
     ]
     print("scpl: launching " + " ".join(cmd[1:]), file=sys.stderr)
-    return run_supervised(
-        cmd,
-        dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
-        verbose="--debug" in argv,
-        replicas_of=cfg.stages if cfg is not None and cfg.data_parallel > 1 else 0,
-    )
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    if folder is not None:
+        from scpl.training.runfolder import LOCK_ENV
+
+        env[LOCK_ENV] = str(os.getpid())  # the launcher holds the run folder's lock for its ranks
+    try:
+        return run_supervised(
+            cmd,
+            env,
+            verbose="--debug" in argv,
+            replicas_of=cfg.stages if cfg is not None and cfg.data_parallel > 1 else 0,
+        )
+    finally:
+        if folder is not None:
+            folder.release()
 
 
-def preflight(cfg, recipe: str) -> None:
-    """Checks the ranks would each fail on, done once in the launcher."""
+def preflight(cfg, recipe: str):
+    """Checks the ranks would each fail on, done once in the launcher; returns the run folder,
+    locked for the run's life (the ranks, told by an environment variable, do not lock it)."""
     from pathlib import Path
 
     from scpl.errors import ConfigError
     from scpl.training.checkpoint import latest_checkpoint
-    from scpl.training.outputs import check_writable, prepare_out_dir
+    from scpl.training.outputs import check_writable, out_path
+    from scpl.training.runfolder import RunFolder
 
     cfg.validate()
     world = cfg.stages * cfg.data_parallel
@@ -202,8 +212,11 @@ def preflight(cfg, recipe: str) -> None:
     if cfg.resume:
         latest_checkpoint(Path(cfg.resume), 0, cfg.stages)
         check_writable(Path(cfg.resume))
-    else:
-        prepare_out_dir(cfg, recipe)
+        return RunFolder.resume(Path(cfg.resume), rank=0, world=world, lock=True)
+    # Checked, not touched: each rank moves its own files of an overwritten run aside.
+    return RunFolder.claim(
+        out_path(cfg, recipe), rank=None, world=world, overwrite=cfg.overwrite, lock=True
+    )
 
 
 def run_supervised(cmd: list[str], env: dict, verbose: bool = False, replicas_of: int = 0) -> int:

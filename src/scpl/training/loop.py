@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 
@@ -34,8 +33,6 @@ from scpl.parallel.base import NonFiniteError
 from scpl.training.checkpoint import (
     atomic_save,
     checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -45,7 +42,6 @@ from scpl.training.checks import (
     check_classes,
     check_finite,
     check_learned,
-    check_resume_config,
     check_splits,
     check_state_finite,
     note_skipped,
@@ -58,13 +54,12 @@ from scpl.training.outputs import (
     MetricsLog,
     ProgressLines,
     atomic_write_json,
-    check_writable,
     cpu_copy,
-    prepare_out_dir,
     progress,
     unattended,
     versions,
 )
+from scpl.training.runfolder import claim_folder
 
 
 def train(
@@ -108,19 +103,26 @@ def train(
     devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
     # The output folder (or the checkpoint a resumed run continues) is checked before any data
     # is loaded, so a wrong folder fails in a second, not after minutes of loading.
-    ck = None
-    if cfg.resume:
-        out_dir = Path(cfg.resume)
-        ck_path = latest_checkpoint(out_dir, stage_rank, cfg.stages if dist else 1)
-        check_writable(out_dir)
-        ck = load_checkpoint(ck_path)
-        saved = ck.get("config", {})
-        if not cfg.threads and saved.get("threads"):
-            # The thread count the run used (saved resolved): another count changes the bits.
-            cfg = dataclasses.replace(cfg, threads=saved["threads"])
-        check_resume_config(saved, cfg)
-    else:
-        out_dir = prepare_out_dir(cfg, recipe, rank=env.rank if dist else None)
+    folder, cfg, ck = claim_folder(cfg, recipe, env, stage_rank)
+    try:
+        return _run(
+            cfg, recipe, echo, env, devices, stage_rank, folder, ck,
+            train_loader, val_loader, test_loader, model,
+        )  # fmt: skip
+    except BaseException:
+        folder.abort()  # --overwrite: a run that did not start cleanly puts the old run back
+        raise
+    finally:
+        folder.release()
+
+
+def _run(
+    cfg, recipe, echo, env, devices, stage_rank, folder, ck,
+    train_loader, val_loader, test_loader, model,
+) -> dict:  # fmt: skip
+    """``train`` in its claimed folder: data, model, pipeline, epochs."""
+    dist = cfg.executor == "dist"
+    out_dir = folder.out
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     heartbeat = None
@@ -237,7 +239,7 @@ def train(
         supcon_gather=cfg.supcon_gather,
     )
     try:
-        summary = _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck)
+        summary = _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, folder, ck)
     except BaseException as e:
         # Stop worker threads before the error propagates, on every path (a thread left running
         # at exit aborts the interpreter); a close that fails too (e.g. the peer that caused the
@@ -272,9 +274,10 @@ def train(
     return summary
 
 
-def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck) -> dict:
+def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, folder, ck) -> dict:
     """Epochs, model selection on validation and the final test (``train``'s body; the caller
     closes the pipeline whatever happens here)."""
+    out_dir = folder.out
     dist = cfg.executor == "dist"
     steps_per_epoch = min(feed.full_steps, cfg.max_steps) if cfg.max_steps else feed.full_steps
     if not model.shapes_known:  # a user model without input_shape: learn it from a batch
@@ -339,6 +342,7 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
             },
         )
         good.append(step)
+        folder.started()
 
     if ck is not None:
         pipe.load_state_dict(ck["executor"])
@@ -348,6 +352,8 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
         best, train_seconds, samples_seen = ck["best"], ck["train_seconds"], ck["samples_seen"]
         applied = dict(ck.get("applied", {}))
         echo(f"scpl: resumed {out_dir} at epoch {start_epoch + 1}, step {step}")
+    if ck is None:
+        folder.start()  # every input checked, the pipeline built: now the folder is written
     log = MetricsLog(
         out_dir,
         cfg.tensorboard,
@@ -392,6 +398,7 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
                         " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
                     )
                     log.write({"kind": "train", "epoch": epoch, "step": step, **means})
+                    folder.started()  # a step trained and logged: the old run may go
                 if lines is not None:
                     lines.step(f"epoch {epoch + 1}/{cfg.epochs}", step, n, means)
                 if (
@@ -475,6 +482,7 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
     }
     if env.rank == 0:
         atomic_write_json(out_dir / "summary.json", summary)
+    folder.started()
     return summary
 
 
