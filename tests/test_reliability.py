@@ -578,3 +578,78 @@ def test_a_state_with_inf_weights_is_not_checkpointed():
     bad = {"runners": [fine["runners"][0], {"optimizer": {"state": {0: {"exp_avg": torch.tensor([1.0, float("inf")])}}}}]}  # fmt: skip
     with pytest.raises(NonFiniteError, match=r"step 4 \(runners\[1\]\.optimizer\.state\.0\.exp_avg"):
         check_state_finite(bad, 4)
+
+
+# -- issue 24: a killed launcher or torchrun orphans nothing ----------------------------------
+
+
+def _start_dist_run(out: Path):
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--executor", "dist", "--nproc", "2",
+         "--stages", "2", "--epochs", "50", "--max-steps", "0", "--log-every", "1",
+         "--progress", "false", "--tensorboard", "false", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(_pids_of(str(out))) >= 4 and (out / "metrics.rank1.jsonl").exists():
+            break  # launcher + torchrun + 2 ranks, training
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    return proc
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies count: nobody reaped them)."""
+    return [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    import time
+
+    end = time.time() + seconds
+    while time.time() < end and _alive(pids):
+        time.sleep(0.2)
+    alive = _alive(pids)
+    for pid in alive:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_the_launcher_stops_torchrun_and_every_rank(tmp_path):
+    """Issue 24, case 5: kill -9 of `scpl` under --nproc 2 left torchrun and both ranks
+    training. Mutant: torchrun started without bind_to_parent (it trains on)."""
+    out = tmp_path / "dist-run"
+    proc = _start_dist_run(out)
+    others = [p for p in _pids_of(str(out)) if p != proc.pid]
+    proc.kill()
+    proc.wait(timeout=10)
+    alive = _gone_within(others, 30)
+    assert not alive, f"torchrun/ranks alive 30 s after the launcher was killed: {alive}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_torchrun_is_one_line_and_leaves_no_rank(tmp_path):
+    """Issue 24, case 6: kill -9 of torchrun ended the launcher with rc 247 and no message.
+    Mutant: the launcher returning torchrun's negative code (247) without a line. (Reaping
+    the orphaned ranks as a child subreaper matters where PID 1 does not reap; here it does.)"""
+    out = tmp_path / "dist-run"
+    proc = _start_dist_run(out)
+    torchrun = [
+        p for p in _pids_of(str(out))
+        if b"torch.distributed.run" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]  # fmt: skip
+    assert len(torchrun) == 1, torchrun
+    ranks = [p for p in _pids_of(str(out)) if p not in (proc.pid, torchrun[0])]
+    os.kill(torchrun[0], signal.SIGKILL)
+    assert proc.wait(timeout=60) == 128 + signal.SIGKILL
+    err = proc.stderr.read()
+    line = one_error(2, err.split("\n", 1)[1])  # after "scpl: launching": one line
+    assert "torchrun" in line and "SIGKILL" in line and "--resume" in line
+    alive = _gone_within(ranks, 5)
+    assert not alive, f"ranks left running or unreaped after torchrun died: {alive}"
