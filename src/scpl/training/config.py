@@ -164,8 +164,10 @@ class TrainConfig:
     settings come from its checkpoint; flags given with it may only change resume-safe
     settings (epochs, log/checkpoint intervals, progress, devices, ...)."""
     overwrite: bool = False
-    """Start afresh in an output dir that holds another run's files, deleting them (without it
-    such a dir is refused, so two runs never mix)."""
+    """Start afresh in an output dir that holds another run's files (without it such a dir is
+    refused, so two runs never mix). Only the run's own files are replaced: they are moved
+    aside once every input has been checked and deleted once the new run has logged a step
+    (a run that fails before that puts them back)."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
