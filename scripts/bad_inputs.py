@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bad_inputs.py > docs/bad-inputs.md
     .venv/bin/python scripts/bad_inputs.py --runs   # only the run/resume/checkpoint cases
+    .venv/bin/python scripts/bad_inputs.py --folders   # only issue 24's run-folder cases
 
 Each case writes its broken files into a temp dir, runs `scpl ...` in a subprocess and records
 the exit code and the single error line.
@@ -210,6 +211,7 @@ def cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
     c.append(("--resume without checkpoints", SMOKE + ["--resume", str(empty)], {}))
     c.append(("dist without enough processes", SMOKE + ["--executor", "dist"], {}))
     c += run_cases(tmp)
+    c += folder_cases(tmp)  # issue 24: run folders, NaN checkpoints, resume identity
     return c
 
 
@@ -446,6 +448,135 @@ def run_cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
     return c
 
 
+# -- issue 24 (cases 1-6, 8, 9): overwrite, NaN checkpoints, concurrent runs, resume identity --
+
+
+def folder_cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
+    """Runs that lost the old run, kept NaN checkpoints, mixed two runs or resumed on other
+    data or threads (issue 24). Killed launchers and torchruns are in NOTES."""
+    c: list[tuple[str, list[str], dict]] = []
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = tmp / "i24-base"  # a finished run (2 threads, constant LR) with checkpoints
+    subprocess.run(
+        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--out", str(base), *ORIG,
+         "--threads", "2"],
+        capture_output=True, env=env, timeout=300, check=True,
+    )  # fmt: skip
+    for i, (name, flags) in enumerate(
+        [
+            ("--overwrite with --stages 7 (the old run is kept)", ["--stages", "7"]),
+            (
+                "--overwrite with a missing --data-dir (the old run is kept)",
+                ["--dataset", "fashion-mnist", "--data-dir", str(tmp / "nope"), "--download",
+                 "false"],
+            ),  # fmt: skip
+        ]
+    ):
+        x = tmp / f"i24-x{i}"
+        shutil.copytree(base, x)
+        c.append((name, ["train", "--out", str(x), *FAST, "--overwrite", "true", *flags], {}))
+    kept = tmp / "i24-notes"
+    shutil.copytree(base, kept)
+    (kept / "metrics_notes.jsonl").write_text("{}\n")
+    c.append(
+        (
+            "--overwrite of a folder holding a user's metrics_notes.jsonl",
+            python_case(
+                f"""
+                import sys
+                from pathlib import Path
+                from scpl.cli import main
+                rc = main(["train", "smoke", "--out", "{kept}", *{FAST!r}, "--overwrite", "true"])
+                notes = Path("{kept}/metrics_notes.jsonl").exists()
+                print(f"rc {{rc}}; metrics_notes.jsonl {{'kept' if notes else 'DELETED'}}",
+                      file=sys.stderr)
+                """
+            ),
+            {"PYTHON": "1"},
+        )
+    )
+    c.append(
+        (
+            "NaN between checkpoints under --nan-guard interval (--lr-min 1e30)",
+            ["train", "--dataset", "digits", "--model", "convnet", "--stages", "2", "--width",
+             "0.125", "--batch-size", "32", "--checkpoint-every", "2", "--lr-min", "1e30",
+             "--log-every", "50", "--augment", "none", "--out", str(tmp / "i24-nan"),
+             "--progress", "false", "--tensorboard", "false", "--epochs", "1",
+             "--max-steps", "40"],
+            {},
+        )  # fmt: skip
+    )
+    live = tmp / "i24-live"
+    shutil.copytree(base, live)
+    for name, argv in [
+        ("a second run into a folder a live run holds", ["smoke", "--out", str(live), *FAST]),
+        ("--resume of a run still training", ["--resume", str(live), "--progress", "false"]),
+    ]:
+        c.append(
+            (
+                name,
+                python_case(
+                    f"""
+                    import sys
+                    from scpl.cli import main
+                    from scpl.training.runfolder import RunFolder
+                    RunFolder("{live}", 0, 1).lock("--out")  # as the live run holds it
+                    sys.exit(main(["train", *{argv!r}]))
+                    """
+                ),
+                {"PYTHON": "1"},
+            )
+        )
+    same = tmp / "i24-same"
+    c.append(
+        (
+            "two runs started at the same instant into one --out",
+            python_case(
+                f"""
+                import subprocess, sys
+                cmd = [sys.executable, "-m", "scpl.cli", "train", "smoke", "--out", "{same}",
+                       *{FAST!r}]
+                ps = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       text=True) for _ in range(2)]
+                out = [(p.wait(), p.stderr.read().strip().splitlines()) for p in ps]
+                errs = [e[-1] for rc, e in out if rc]
+                print(f"exit codes {{sorted(rc for rc, _ in out)}}; " + " ".join(errs),
+                      file=sys.stderr)
+                """
+            ),
+            {"PYTHON": "1"},
+        )
+    )
+    c.append(
+        (
+            "--resume DIR --data-dir OTHER",
+            ["train", "--resume", str(base), "--data-dir", str(tmp), "--progress", "false"],
+            {},
+        )
+    )
+    c.append(
+        (
+            "--resume --threads 1 of a run made with 2 threads",
+            ["train", "--resume", str(base), "--threads", "1", "--progress", "false"],
+            {},
+        )
+    )
+    dist = tmp / "i24-dist"
+    subprocess.run(
+        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--executor", "dist", "--nproc", "2",
+         "--stages", "2", "--out", str(dist), *ORIG],
+        capture_output=True, env=env, timeout=600, check=True,
+    )  # fmt: skip
+    c.append(
+        (
+            "--resume of an --nproc 2 run without --nproc",
+            ["train", "--resume", str(dist), "--progress", "false"],
+            {},
+        )
+    )
+    return c
+
+
 # The test that pins each case's behaviour (cases not listed: tests/test_cli.py and the data
 # tests).
 TESTS = {
@@ -472,16 +603,29 @@ TESTS = {
     "--width nan": "test_bad_flag_is_one_line",
     "a { in --out": "test_bad_flag_is_one_line",
     "--nproc that does not match --stages": "test_nproc_not_matching_stages_fails_before_launching",
+    # issue 24
+    "--overwrite with --stages 7 (the old run is kept)": "test_run_folder.py::test_overwrite_with_a_bad_input_leaves_the_old_run_intact",
+    "--overwrite with a missing --data-dir (the old run is kept)": "test_run_folder.py::test_overwrite_with_a_bad_input_leaves_the_old_run_intact",
+    "--overwrite of a folder holding a user's metrics_notes.jsonl": "test_run_folder.py::test_overwrite_deletes_only_the_runs_files",
+    "NaN between checkpoints under --nan-guard interval (--lr-min 1e30)": "test_checkpoints_hold_only_finite_states_and_the_error_names_the_good_one",
+    "a second run into a folder a live run holds": "test_run_folder.py::test_a_live_runs_folder_is_refused_naming_its_pid",
+    "--resume of a run still training": "test_run_folder.py::test_a_live_runs_folder_is_refused_naming_its_pid",
+    "two runs started at the same instant into one --out": "test_run_folder.py::test_two_runs_started_together_into_one_folder_do_not_mix",
+    "--resume DIR --data-dir OTHER": "test_resume_refuses_flags_that_change_the_result",
+    "--resume --threads 1 of a run made with 2 threads": "test_resume.py::test_resume_uses_the_thread_count_the_run_used",
+    "--resume of an --nproc 2 run without --nproc": "test_resume.py::test_dist_resume_after_crash_is_bitwise_equal",
 }
 
 
 def main() -> None:
     scpl = [sys.executable, "-m", "scpl.cli"]
     only_runs = "--runs" in sys.argv[1:]
+    only_folders = "--folders" in sys.argv[1:]  # issue 24's cases only
     print("| bad input | exit | what the user sees (stderr) | test (tests/test_reliability.py) |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
-        for name, args, env in run_cases(Path(d)) if only_runs else cases(Path(d)):
+        pick = folder_cases if only_folders else run_cases if only_runs else cases
+        for name, args, env in pick(Path(d)):
             if env.pop("PYTHON", None):  # an API-level case: show the one-line DataError
                 args = [
                     "-c",
@@ -530,6 +674,14 @@ Faults around a run, tested in tests/test_reliability.py (not run by this script
   names the rank without a heartbeat, so a stalled rank (SIGSTOP) is named by every other rank,
   not the healthy rank that was waiting for it (tests/test_failfast.py::
   `test_a_stalled_rank_is_the_one_every_other_rank_names`).
+- `kill -9` of the `scpl` launcher under `--nproc 2`: torchrun gets SIGTERM from the kernel
+  (PR_SET_PDEATHSIG set in its child) and stops its ranks; none is alive 30 s later
+  (`test_sigkill_of_the_launcher_stops_torchrun_and_every_rank`).
+- `kill -9` of torchrun: its ranks die with it, the launcher kills what is left of its process
+  group, reaps the orphans (it is a child subreaper) and exits 137 with one line,
+  `scpl: error: torchrun (PID N) was killed by SIGKILL; its ranks were stopped with it: --resume
+  the run's folder to continue from its last checkpoint`
+  (`test_sigkill_of_torchrun_is_one_line_and_leaves_no_rank`).
 - Ctrl-C during a checkpoint save: a plain interrupt (exit 130), the previous checkpoint intact
   (`test_ctrl_c_during_a_save_is_a_plain_interrupt`).
 - NaN in summary.json / metrics.jsonl: written as null (`test_summary_and_metrics_are_strict_json`);

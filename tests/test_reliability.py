@@ -84,9 +84,11 @@ def test_default_folder_names_what_changes_the_result():
 
     base = TrainConfig()
     name = out_path(base, "default")
-    for change in ({"lr": 0.01}, {"epochs": 3}, {"width": 0.5}, {"weight_decay": 0.1}):
+    changes = ({"lr": 0.01}, {"epochs": 3}, {"width": 0.5}, {"weight_decay": 0.1},
+               {"data_dir": "/other/data"}, {"threads": 1})  # fmt: skip
+    for change in changes:
         assert out_path(TrainConfig(**change), "default") != name, change
-    for same in ({"progress": False}, {"log_every": 7}, {"threads": 1}):
+    for same in ({"progress": False}, {"log_every": 7}):
         assert out_path(TrainConfig(**same), "default") == name, same
 
 
@@ -125,9 +127,16 @@ def test_resume_alone_takes_the_settings_from_the_checkpoint(finished_run, capsy
 
 @pytest.mark.parametrize(
     "flags",
-    [("--val-fraction", "0.3"), ("--weight-decay", "0.1"), ("--last-supcon", "false")],
+    [
+        ("--val-fraction", "0.3"),
+        ("--weight-decay", "0.1"),
+        ("--last-supcon", "false"),
+        ("--data-dir", "/other/data"),  # other files are other data (issue 24, case 8)
+        ("--threads", "3"),  # another thread count changes the bits (case 9)
+    ],
 )
 def test_resume_refuses_flags_that_change_the_result(finished_run, capsys, flags):
+    """Mutants: data_dir or threads classed "cosmetic" again in FIELD_CLASS."""
     line = one_error(*run(capsys, "--resume", str(finished_run), *flags)[::2])
     assert flags[0] in line and "change the result" in line
 
@@ -517,3 +526,130 @@ def test_sigterm_to_the_launcher_stops_every_process_of_the_run(tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"processes of the run still alive 10 s after SIGTERM: {alive}"
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+# -- issue 24: checkpoints only from finite states ---------------------------------------------
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def test_checkpoints_hold_only_finite_states_and_the_error_names_the_good_one(tmp_path, capsys):
+    """The issue's repro (LR climbing to 1e30): NaN at step 3, detected only at a log interval
+    under --nan-guard interval; checkpoints every 2 steps must not save the NaN weights nor
+    prune the last finite one, and the error names the checkpoint that is good.
+
+    Mutants: no flag/state check before a save (checkpoints with NaN weights; the good one
+    pruned); the message naming the newest file instead of the last finite one."""
+    out = tmp_path / "x"
+    line = one_error(
+        *run(capsys, "--dataset", "digits", "--model", "convnet", "--stages", "2", "--width",
+             "0.125", "--max-steps", "40", "--batch-size", "32", "--checkpoint-every", "2",
+             "--lr-min", "1e30", "--out", str(out), *FAST, "--max-steps", "40",
+             "--log-every", "50", "--augment", "none")[::2]
+    )  # fmt: skip
+    assert "non-finite" in line, line
+    files = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    assert files, "no checkpoint before the NaN"
+    for f in files:
+        ck = torch.load(f, weights_only=True)
+        bad = [t for t in _tensors(ck["executor"]) if t.is_floating_point()]
+        assert all(torch.isfinite(t).all() for t in bad), f"{f.name} holds non-finite tensors"
+    assert "last good checkpoint (finite weights) is step" in line and str(files[-1]) in line
+
+
+def test_a_state_with_inf_weights_is_not_checkpointed():
+    """A finite gradient times a huge LR gives inf weights that no loss flag has seen yet.
+
+    Mutant: check_state_finite skipping optimizer state or nested lists."""
+    from scpl.parallel.base import NonFiniteError
+    from scpl.training.checks import check_state_finite
+
+    fine = {"runners": [{"unit": {"w": torch.ones(2)}, "optimizer": {"state": {0: {}}}}]}
+    check_state_finite(fine, 4)
+    bad = {"runners": [fine["runners"][0], {"optimizer": {"state": {0: {"exp_avg": torch.tensor([1.0, float("inf")])}}}}]}  # fmt: skip
+    with pytest.raises(NonFiniteError, match=r"step 4 \(runners\[1\]\.optimizer\.state\.0\.exp_avg"):
+        check_state_finite(bad, 4)
+
+
+# -- issue 24: a killed launcher or torchrun orphans nothing ----------------------------------
+
+
+def _start_dist_run(out: Path):
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--executor", "dist", "--nproc", "2",
+         "--stages", "2", "--epochs", "50", "--max-steps", "0", "--log-every", "1",
+         "--progress", "false", "--tensorboard", "false", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(_pids_of(str(out))) >= 4 and (out / "metrics.rank1.jsonl").exists():
+            break  # launcher + torchrun + 2 ranks, training
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    return proc
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies count: nobody reaped them)."""
+    return [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    import time
+
+    end = time.time() + seconds
+    while time.time() < end and _alive(pids):
+        time.sleep(0.2)
+    alive = _alive(pids)
+    for pid in alive:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_the_launcher_stops_torchrun_and_every_rank(tmp_path):
+    """Issue 24, case 5: kill -9 of `scpl` under --nproc 2 left torchrun and both ranks
+    training. Mutant: torchrun started without bind_to_parent (it trains on)."""
+    out = tmp_path / "dist-run"
+    proc = _start_dist_run(out)
+    others = [p for p in _pids_of(str(out)) if p != proc.pid]
+    proc.kill()
+    proc.wait(timeout=10)
+    alive = _gone_within(others, 30)
+    assert not alive, f"torchrun/ranks alive 30 s after the launcher was killed: {alive}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_torchrun_is_one_line_and_leaves_no_rank(tmp_path):
+    """Issue 24, case 6: kill -9 of torchrun ended the launcher with rc 247 and no message.
+    Mutant: the launcher returning torchrun's negative code (247) without a line. (Reaping
+    the orphaned ranks as a child subreaper matters where PID 1 does not reap; here it does.)"""
+    out = tmp_path / "dist-run"
+    proc = _start_dist_run(out)
+    torchrun = [
+        p for p in _pids_of(str(out))
+        if b"torch.distributed.run" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]  # fmt: skip
+    assert len(torchrun) == 1, torchrun
+    ranks = [p for p in _pids_of(str(out)) if p not in (proc.pid, torchrun[0])]
+    os.kill(torchrun[0], signal.SIGKILL)
+    assert proc.wait(timeout=60) == 128 + signal.SIGKILL
+    err = proc.stderr.read()
+    line = one_error(2, err.split("\n", 1)[1])  # after "scpl: launching": one line
+    assert "torchrun" in line and "SIGKILL" in line and "--resume" in line
+    alive = _gone_within(ranks, 5)
+    assert not alive, f"ranks left running or unreaped after torchrun died: {alive}"

@@ -152,8 +152,30 @@ def test_dist_resume_after_crash_is_bitwise_equal(tmp_path, references):
     crashed = _run(out, *dist_args, SCPL_FAULT="kill-during-save:3")
     assert crashed.returncode != 0
     assert not (out / "final.rank0.pt").exists()
-    done = _run(out, *dist_args, "--resume", str(out))
+    # No --nproc: the resumed run relaunches as many processes as the run had (its ranks
+    # saved nproc=0; issue 24, case 8).
+    done = _run(out, "--resume", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed" in done.stdout
     final = torch.load(out / "final.rank0.pt") + torch.load(out / "final.rank1.pt")
     _assert_equal(_final(ref_out), final)
+
+
+def test_resume_uses_the_thread_count_the_run_used(tmp_path):
+    """A run on the default thread count (2 here) resumed where the default is 1 ends bitwise
+    equal to the uninterrupted run (the checkpoint records the count used); another --threads
+    with --resume is refused with one line (issue 24, case 9).
+
+    Mutants: the checkpoint saving cfg.threads (0) instead of the count used (not bitwise);
+    threads classed "cosmetic" again (--threads 1 accepted)."""
+    ref_out, out = tmp_path / "ref", tmp_path / "run"
+    ref = _run(ref_out, OMP_NUM_THREADS="2")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    crashed = _run(out, OMP_NUM_THREADS="2", SCPL_FAULT="kill-during-save:3")
+    assert crashed.returncode == -signal.SIGKILL
+    bad = _run(out, "--resume", str(out), "--threads", "1")
+    assert bad.returncode == 2 and "--threads" in bad.stderr, bad.stderr[-2000:]
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    done = _run(out, "--resume", str(out), OMP_NUM_THREADS="1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_equal(_final(ref_out), _final(out))

@@ -2,9 +2,10 @@
 
 The launcher owns the run: it checks the settings and the output folder before any process
 starts, forwards SIGINT/SIGTERM/SIGHUP to torchrun (which stops its ranks) and waits for it,
-and condenses torchrun's failure report into one line naming the rank that failed first. Each
-rank also asks the kernel to end it when its parent dies (:func:`bind_to_parent`), so no rank
-trains on alone after a launcher or torchrun was killed.
+and condenses torchrun's failure report into one line naming the rank that failed first.
+torchrun asks the kernel to stop it when the launcher dies and each rank to end it when
+torchrun dies (:func:`bind_to_parent`), so no process trains on alone after a launcher or
+torchrun was killed, even by SIGKILL; the launcher reaps the ranks a killed torchrun leaves.
 """
 
 from __future__ import annotations
@@ -27,19 +28,44 @@ _FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
 _BLAME = re.compile(r"rank (\d+) \(stage \d+\) died or stalled while rank (\d+)")
 
 
-def bind_to_parent() -> None:
-    """Linux: have the kernel kill this process when its parent (torchrun) exits, so a rank
-    never outlives its launcher. Elsewhere a no-op."""
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    """Linux prctl(2) through libc; False where unavailable."""
     if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
+        return False
+    try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-        if os.getppid() == 1:  # the parent died before the request took effect
-            os._exit(1)
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def bind_to_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent exits (a rank when
+    torchrun exits, torchrun when the launcher exits), so no process of a run outlives the
+    process that started it, even one killed by SIGKILL. ``parent``: the PID the parent had
+    (a child that sets this up after a fork checks it has not already been orphaned)."""
+    if not _prctl(_PR_SET_PDEATHSIG, int(sig)):
+        return
+    if os.getppid() != (parent if parent is not None else os.getppid()) or os.getppid() == 1:
+        os._exit(1)  # the parent died before the request took effect
+
+
+def _reap_orphans(timeout: float = 5.0) -> None:
+    """Reap the ranks that a killed torchrun left to this process (a child subreaper), so none
+    is left a zombie."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no children left
+        if pid == 0:
+            time.sleep(0.05)
 
 
 class TorchrunReport:
@@ -149,8 +175,7 @@ def launch_torchrun(nproc: int, cfg=None, recipe: str = "custom") -> int:
 
     With ``cfg``, the settings and the output folder are checked first (a wrong --nproc or a
     folder holding another run fails here, once, before any process starts)."""
-    if cfg is not None:
-        preflight(cfg, recipe)
+    folder = preflight(cfg, recipe) if cfg is not None else None
     argv = sys.argv[1:]
     cleaned: list[str] = []
     skip = False
@@ -175,21 +200,32 @@ def launch_torchrun(nproc: int, cfg=None, recipe: str = "custom") -> int:
         *cleaned,
     ]
     print("scpl: launching " + " ".join(cmd[1:]), file=sys.stderr)
-    return run_supervised(
-        cmd,
-        dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
-        verbose="--debug" in argv,
-        replicas_of=cfg.stages if cfg is not None and cfg.data_parallel > 1 else 0,
-    )
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    if folder is not None:
+        from scpl.training.runfolder import LOCK_ENV
+
+        env[LOCK_ENV] = str(os.getpid())  # the launcher holds the run folder's lock for its ranks
+    try:
+        return run_supervised(
+            cmd,
+            env,
+            verbose="--debug" in argv,
+            replicas_of=cfg.stages if cfg is not None and cfg.data_parallel > 1 else 0,
+        )
+    finally:
+        if folder is not None:
+            folder.release()
 
 
-def preflight(cfg, recipe: str) -> None:
-    """Checks the ranks would each fail on, done once in the launcher."""
+def preflight(cfg, recipe: str):
+    """Checks the ranks would each fail on, done once in the launcher; returns the run folder,
+    locked for the run's life (the ranks, told by an environment variable, do not lock it)."""
     from pathlib import Path
 
     from scpl.errors import ConfigError
     from scpl.training.checkpoint import latest_checkpoint
-    from scpl.training.outputs import check_writable, prepare_out_dir
+    from scpl.training.outputs import check_writable, out_path
+    from scpl.training.runfolder import RunFolder
 
     cfg.validate()
     world = cfg.stages * cfg.data_parallel
@@ -202,16 +238,30 @@ def preflight(cfg, recipe: str) -> None:
     if cfg.resume:
         latest_checkpoint(Path(cfg.resume), 0, cfg.stages)
         check_writable(Path(cfg.resume))
-    else:
-        prepare_out_dir(cfg, recipe)
+        return RunFolder.resume(Path(cfg.resume), rank=0, world=world, lock=True)
+    # Checked, not touched: each rank moves its own files of an overwritten run aside.
+    return RunFolder.claim(
+        out_path(cfg, recipe), rank=None, world=world, overwrite=cfg.overwrite, lock=True
+    )
 
 
 def run_supervised(cmd: list[str], env: dict, verbose: bool = False, replicas_of: int = 0) -> int:
     """Run torchrun in its own session, forwarding SIGINT/SIGTERM/SIGHUP to it and waiting for
     it (killing it after :data:`STOP_GRACE_S`); print one line naming the rank that failed
     first. Returns torchrun's exit code, or 128 + the signal when stopped by one."""
+    # Orphaned ranks of a killed torchrun are reparented to this process (not init) and reaped
+    # below; torchrun gets SIGTERM if this process dies, even by SIGKILL (it then stops its
+    # ranks, which also die with torchrun: bind_to_parent).
+    subreaper = _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    me = os.getpid()
     proc = subprocess.Popen(
-        cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True
+        cmd,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+        preexec_fn=lambda: bind_to_parent(signal.SIGTERM, me),
     )
     report = TorchrunReport(sys.stderr, verbose, replicas_of)
 
@@ -245,11 +295,29 @@ def run_supervised(cmd: list[str], env: dict, verbose: bool = False, replicas_of
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    if proc.returncode < 0 or stopped:
+        # torchrun is gone (killed, or stopped by us): no rank of the run may train on.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if subreaper:
+        _reap_orphans()
     reader.join(timeout=5)
     if stopped:
         name = signal.Signals(stopped[0]).name
         print(f"scpl: stopped by {name}: torchrun and its ranks have exited", file=sys.stderr)
         return 128 + stopped[0]
+    if proc.returncode < 0:
+        sig = -proc.returncode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        print(
+            f"scpl: error: torchrun (PID {proc.pid}) was killed by {name}; its ranks were "
+            "stopped with it: --resume the run's folder to continue from its last checkpoint",
+            file=sys.stderr,
+        )
+        return 128 + sig
     if proc.returncode != 0:
         line = report.summary()
         if line:

@@ -5,6 +5,7 @@ epoch-time) are in :mod:`scpl.cli.studies`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from scpl.cli.args import ints, options_from
@@ -168,6 +169,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from scpl.training.checks import resume_config
 
         cfg, recipe = resume_config(args.resume, vars(args))
+        if cfg.executor == "dist" and not cfg.nproc and not dist_env().is_distributed:
+            # The ranks saved nproc=0 (the launcher drops --nproc): relaunch as many processes.
+            cfg = dataclasses.replace(cfg, nproc=cfg.stages * cfg.data_parallel)
     else:
         cfg, recipe = make_config(args.recipe, args), args.recipe
     if cfg.executor == "dist" and cfg.nproc and not dist_env().is_distributed:

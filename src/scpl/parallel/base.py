@@ -28,8 +28,8 @@ def nonfinite_message(stage: int, term: str, step: int) -> str:
     """The NaN guard's one-line error, naming the stage, the step and the loss term."""
     what = f"{term} loss" if term != "gradient" else "gradient of the stage loss"
     return (
-        f"non-finite {what} at stage {stage}, step {step}; lower --lr or check the data (the "
-        "last checkpoint is kept; --nan-guard skip drops such batches instead)"
+        f"non-finite {what} at stage {stage}, step {step}; lower --lr or check the data "
+        "(--nan-guard skip drops such batches instead)"
     )
 
 
@@ -228,6 +228,13 @@ def build_stage_optimizer(
     return opt, sched
 
 
+def _raise_first_nonfinite(flags: list[tuple[int, list[str], torch.Tensor]]) -> None:
+    hit = first_nonfinite([(st, names, first.cpu().tolist()) for st, names, first in flags])
+    if hit is not None:
+        step, stage, term = hit
+        raise NonFiniteError(nonfinite_message(stage, term, step))
+
+
 class MetricSink:
     """Thread-safe running sums of per-batch loss terms, kept on device until collected.
 
@@ -260,6 +267,17 @@ class MetricSink:
                 ev.record(torch.cuda.current_stream(dev))
                 self._events[key] = ev
 
+    def check_finite(self) -> None:
+        """Raise NonFiniteError if a NaN guard flag added so far is set, leaving the sums to
+        :meth:`collect` (one small host read: a checkpoint is only written from a state known
+        to be finite)."""
+        with self._lock:
+            flags = list(self._flags.values())
+            events = list(self._events.values())
+        for ev in events:
+            ev.synchronize()
+        _raise_first_nonfinite(flags)
+
     def collect(self) -> dict[str, float]:
         """Means since the last call (this is the only host sync for metrics: one transfer)."""
         with self._lock:
@@ -268,10 +286,7 @@ class MetricSink:
             flags = list(self._flags.values())
         for ev in events.values():
             ev.synchronize()
-        hit = first_nonfinite([(st, names, first.cpu().tolist()) for st, names, first in flags])
-        if hit is not None:
-            step, stage, term = hit
-            raise NonFiniteError(nonfinite_message(stage, term, step))
+        _raise_first_nonfinite(flags)
         if not sums:
             return {}
         keys = sorted(sums)

@@ -339,7 +339,7 @@ class StageRunner:
         what = f"{', '.join(bad)} loss" if bad else "gradient"
         return (
             f"non-finite {what} at stage {self.stage}, step {self._batch + 1}; lower --lr or check "
-            "the data (the last checkpoint is kept; --nan-guard skip drops such batches instead)"
+            "the data (--nan-guard skip drops such batches instead)"
         )
 
     # -- inference ----------------------------------------------------------------------

@@ -40,6 +40,7 @@ from scpl.studies.experiment import (
     _computation_key,
     _select_rows,
     _slug,
+    pin_threads,
     resolve_experiment,
     run_meta,
 )
@@ -111,7 +112,7 @@ def train_branches(
     from scpl.training.loop import train
 
     root = Path(root)
-    base = dataclasses.replace(cfg, lr_schedule="wsd", progress=False, resume=None)
+    base = dataclasses.replace(pin_threads(cfg), lr_schedule="wsd", progress=False, resume=None)
     frac = base.decay_fraction
     points = sorted({branch_step(t, frac) for t in {*totals, *planned}} - {0})
     out: dict[int, dict] = {}

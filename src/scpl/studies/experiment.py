@@ -384,7 +384,7 @@ def train_runs(
                     "out": str(out_dir / "runs" / f"{model}-{_slug(label)}-s{seed}"),
                     "overwrite": True,  # not in runs.jsonl: leftovers of an interrupted attempt
                 }
-                cfg = make_config(exp.recipe, values)
+                cfg = pin_threads(make_config(exp.recipe, values))
                 wanted = _computation_key(dataclasses.asdict(cfg))
                 if key in done:
                     recorded = done[key].get("config")
@@ -410,6 +410,14 @@ def train_runs(
                 append_record(runs_path, rec)
                 done[key] = rec
     return [r for k, r in done.items() if k[0] in models and k[1] in labels]
+
+
+def pin_threads(cfg: TrainConfig) -> TrainConfig:
+    """The config with its thread count made explicit: a run's checkpoint records the count it
+    used (it changes the bits), so an experiment asks for that count by name."""
+    if cfg.threads:
+        return cfg
+    return dataclasses.replace(cfg, threads=torch.get_num_threads())
 
 
 def _select_rows(exp: Experiment, methods, rows) -> list[str]:

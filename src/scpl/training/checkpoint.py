@@ -112,10 +112,15 @@ def _fault_point(n: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def checkpoint_path(out_dir: Path, step: int, rank: int) -> Path:
+    """Where rank ``rank`` saves its checkpoint of ``step``."""
+    return Path(out_dir) / "checkpoints" / f"ckpt-{step:09d}.rank{rank}.pt"
+
+
 def save_checkpoint(out_dir: Path, step: int, rank: int, state: dict) -> Path:
     """Write this rank's checkpoint for ``step`` and prune older ones."""
     ck_dir = out_dir / "checkpoints"
-    path = ck_dir / f"ckpt-{step:09d}.rank{rank}.pt"
+    path = checkpoint_path(out_dir, step, rank)
     atomic_save(state, path)
     # Keep the KEEP newest by step; the file just written is never deleted (the folder holds
     # only this run's checkpoints: train() refuses a folder with another run's files).

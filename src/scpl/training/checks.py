@@ -36,7 +36,7 @@ def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
         raise ConfigError(
             f"--resume with settings that change the result ({'; '.join(diff)}); drop those "
             "flags to continue the run (resume-safe: epochs under a constant LR, log and "
-            "checkpoint intervals, progress, devices, threads)"
+            "checkpoint intervals, progress, devices)"
         )
 
 
@@ -196,4 +196,38 @@ def check_finite(means: dict[str, float], step: int) -> None:
             stage, term = k.split("/")
             raise ScplError(
                 f"non-finite {term} loss ({v}) at {stage}, step {step}; lower --lr or check the data"
+            )
+
+
+def check_state_finite(state, step: int) -> None:
+    """Refuse to checkpoint a state holding NaN/inf (weights, BatchNorm statistics, optimizer
+    moments): the NaN guard's flags see losses and gradients, not a finite gradient times a
+    huge LR. One host read per device."""
+    found: list[tuple[str, torch.Tensor]] = []
+
+    def walk(obj, name: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            if obj.is_floating_point():
+                found.append((name, obj))
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(obj, list | tuple):
+            for i, v in enumerate(obj):
+                walk(v, f"{name}[{i}]")
+
+    walk(state, "")
+    by_dev: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, t in found:
+        by_dev.setdefault(t.device, []).append((name, t))
+    for items in by_dev.values():
+        ok = torch.stack([torch.isfinite(t).all() for _, t in items]).tolist()
+        bad = [name for (name, _), fine in zip(items, ok, strict=True) if not fine]
+        if bad:
+            from scpl.parallel.base import NonFiniteError
+
+            raise NonFiniteError(
+                f"non-finite values in the training state at step {step} ({bad[0]}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower --lr (or "
+                "--lr-min) or check the data"
             )

@@ -26,7 +26,8 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     """Registered dataset name."""
     data_dir: str | None = None
-    """Directory holding the dataset files (else $SCPL_DATA, system dirs, cache, download)."""
+    """Directory holding the dataset files (else $SCPL_DATA, system dirs, cache, download).
+    Other files are other data: it is part of the run's identity and must match on --resume."""
     download: bool = True
     """Download a missing dataset from its canonical source into the cache."""
     glove: str | None = None
@@ -162,7 +163,8 @@ class TrainConfig:
     log_every: int = 50
     """Steps between metric syncs / log lines."""
     threads: int = 0
-    """torch CPU threads (0 = PyTorch default)."""
+    """torch CPU threads (0 = PyTorch default). The count changes the last bits of CPU
+    reductions, so --resume restores the count the run used and refuses another one."""
     out: str = "runs/{recipe}-{model}-{method}-{dataset}-s{seed}-{config_id}"
     """Output directory (config fields in braces are filled in; {config_id} is a short hash of
     every setting that changes the result, so runs that differ get different folders)."""
@@ -183,8 +185,10 @@ class TrainConfig:
     settings come from its checkpoint; flags given with it may only change resume-safe
     settings (epochs, log/checkpoint intervals, progress, devices, ...)."""
     overwrite: bool = False
-    """Start afresh in an output dir that holds another run's files, deleting them (without it
-    such a dir is refused, so two runs never mix)."""
+    """Start afresh in an output dir that holds another run's files (without it such a dir is
+    refused, so two runs never mix). Only the run's own files are replaced: they are moved
+    aside once every input has been checked and deleted once the new run has logged a step
+    (a run that fails before that puts them back)."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
@@ -313,13 +317,13 @@ class TrainConfig:
 
 # How each setting relates to a run's result, classified once here. A field not listed
 # changes the result: a new field is safe by default (it names a different run folder and
-# must match on --resume) until it is classified here.
+# must match on --resume) until it is classified here. data_dir (other files are other data)
+# and threads (the intra-op thread count changes the bits of CPU reductions) are result fields.
 #   "cosmetic": where and how a run reports or runs, never what it computes (bitwise the same
 #     result; executors are bitwise equal, so queue depth or device count do not matter).
 #   "extends":  changes the result but may change on --resume (a longer or shorter run of the
 #     same training).
 FIELD_CLASS: dict[str, str] = {
-    "data_dir": "cosmetic",
     "download": "cosmetic",
     "eval_batch_size": "cosmetic",
     "test_every_epoch": "cosmetic",
@@ -329,7 +333,6 @@ FIELD_CLASS: dict[str, str] = {
     "dist_timeout": "cosmetic",
     "nproc": "cosmetic",
     "log_every": "cosmetic",
-    "threads": "cosmetic",
     "out": "cosmetic",
     "checkpoint_every": "cosmetic",
     "resume": "cosmetic",

@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 
@@ -30,10 +29,10 @@ from scpl.methods import MethodConfig
 from scpl.models import MODELS, StagedModel, build_model
 from scpl.models.base import models_of_kind
 from scpl.parallel import OptimConfig
+from scpl.parallel.base import NonFiniteError
 from scpl.training.checkpoint import (
     atomic_save,
-    latest_checkpoint,
-    load_checkpoint,
+    checkpoint_path,
     rng_state,
     save_branch_point,
     save_checkpoint,
@@ -44,9 +43,9 @@ from scpl.training.checks import (
     check_classes,
     check_finite,
     check_learned,
-    check_resume_config,
     check_schedule_resume,
     check_splits,
+    check_state_finite,
     note_skipped,
     resume_config,
 )
@@ -57,13 +56,12 @@ from scpl.training.outputs import (
     MetricsLog,
     ProgressLines,
     atomic_write_json,
-    check_writable,
     cpu_copy,
-    prepare_out_dir,
     progress,
     unattended,
     versions,
 )
+from scpl.training.runfolder import claim_folder
 
 
 def train(
@@ -97,8 +95,6 @@ def train(
     labels of one class, a run of zero steps or one whose updates were all skipped.
     """
     cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     env = dist_env()
     dist = cfg.executor == "dist"
     world = cfg.stages * cfg.data_parallel
@@ -116,15 +112,28 @@ def train(
     devices = resolve_devices(cfg.devices, cfg.stages, cfg.device)
     # The output folder (or the checkpoint a resumed run continues) is checked before any data
     # is loaded, so a wrong folder fails in a second, not after minutes of loading.
-    ck = None
-    if cfg.resume:
-        out_dir = Path(cfg.resume)
-        ck_path = latest_checkpoint(out_dir, stage_rank, cfg.stages if dist else 1)
-        check_writable(out_dir)
-        ck = load_checkpoint(ck_path)
-        check_resume_config(ck.get("config", {}), cfg)
-    else:
-        out_dir = prepare_out_dir(cfg, recipe, rank=env.rank if dist else None)
+    folder, cfg, ck = claim_folder(cfg, recipe, env, stage_rank)
+    try:
+        return _run(
+            cfg, recipe, echo, env, devices, stage_rank, folder, ck,
+            train_loader, val_loader, test_loader, model, branch_steps, stop_step,
+        )  # fmt: skip
+    except BaseException:
+        folder.abort()  # --overwrite: a run that did not start cleanly puts the old run back
+        raise
+    finally:
+        folder.release()
+
+
+def _run(
+    cfg, recipe, echo, env, devices, stage_rank, folder, ck,
+    train_loader, val_loader, test_loader, model, branch_steps, stop_step,
+) -> dict:  # fmt: skip
+    """``train`` in its claimed folder: data, model, pipeline, epochs."""
+    dist = cfg.executor == "dist"
+    out_dir = folder.out
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     heartbeat = None
     if dist:
         bind_to_parent()  # a rank dies with its launcher, never trains on alone
@@ -255,7 +264,7 @@ def train(
             data_name,
             model,
             pipe,
-            out_dir,
+            folder,
             ck,
             set(branch_steps),
             stop_step,
@@ -295,10 +304,11 @@ def train(
 
 
 def _train(
-    cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_dir, ck, branches, stop_step
+    cfg, recipe, echo, env, devices, feed, data_name, model, pipe, folder, ck, branches, stop_step
 ) -> dict | None:
     """Epochs, model selection on validation and the final test (``train``'s body; the caller
     closes the pipeline whatever happens here)."""
+    out_dir = folder.out
     dist = cfg.executor == "dist"
     steps_per_epoch = min(feed.full_steps, cfg.max_steps) if cfg.max_steps else feed.full_steps
     if not model.shapes_known:  # a user model without input_shape: learn it from a batch
@@ -325,17 +335,30 @@ def _train(
     # Per stage: has any update been applied (None until --nan-guard skip reports one)?
     applied: dict[str, bool] = {}
 
+    # The newest checkpoint this rank wrote (or resumed from): every one holds finite weights.
+    good: list[int] = [ck["step"]] if ck is not None else []
+
     def checkpoint(epoch: int, next_i: int, g_state: torch.Tensor, keep: bool = False) -> None:
         if env.rank >= cfg.stages and dist:
             pipe.state_dict()  # joins the replicas' buffer average and RNG gather; replica 0 writes
             return
+        if cfg.nan_guard == "interval":
+            # The device-side NaN flag is read at log intervals only: read it now (one sync per
+            # save), so a checkpoint never holds weights updated from a NaN since the last one.
+            pipe.flush()
+            sink = getattr(pipe.executor, "sink", None)
+            if sink is not None:
+                sink.check_finite()
+        state = pipe.state_dict()
+        if cfg.nan_guard != "skip":  # (skip keeps training on through non-finite batches)
+            check_state_finite(state, step)
         save = save_branch_point if keep else save_checkpoint
         save(
             out_dir,
             step,
             env.rank,
             {
-                "executor": pipe.state_dict(),
+                "executor": state,
                 "rng": rng_state(),
                 "data_g": g_state,
                 "epoch": epoch,
@@ -345,10 +368,14 @@ def _train(
                 "train_seconds": train_seconds,
                 "samples_seen": samples_seen,
                 "applied": applied,
-                "config": dataclasses.asdict(cfg),
+                # The thread count resolved: a resume uses the same one (same bits).
+                "config": dataclasses.asdict(cfg) | {"threads": torch.get_num_threads()},
                 "recipe": recipe,
             },
         )
+        if not keep:
+            good.append(step)
+        folder.started()
 
     n_epochs, total_steps = cfg.epochs_for(steps_per_epoch), cfg.total_steps(steps_per_epoch)
     if ck is not None:
@@ -360,6 +387,8 @@ def _train(
         best, train_seconds, samples_seen = ck["best"], ck["train_seconds"], ck["samples_seen"]
         applied = dict(ck.get("applied", {}))
         echo(f"scpl: resumed {out_dir} at epoch {start_epoch + 1}, step {step}")
+    if ck is None:
+        folder.start()  # every input checked, the pipeline built: now the folder is written
     log = MetricsLog(
         out_dir,
         cfg.tensorboard,
@@ -406,6 +435,7 @@ def _train(
                         " ".join(f"{k.replace('stage', 's')}={v:.3f}" for k, v in means.items())
                     )
                     log.write({"kind": "train", "epoch": epoch, "step": step, **means})
+                    folder.started()  # a step trained and logged: the old run may go
                 if lines is not None:
                     lines.step(f"epoch {epoch + 1}/{n_epochs}", step, n, means)
                 if (
@@ -459,6 +489,13 @@ def _train(
             if step == stop_step:
                 stopped = True
                 break
+    except NonFiniteError as e:
+        if not good or env.rank >= cfg.stages:
+            raise NonFiniteError(f"{e}; no checkpoint was written before it") from None
+        path = checkpoint_path(out_dir, good[-1], env.rank)
+        raise NonFiniteError(
+            f"{e}; the last good checkpoint (finite weights) is step {good[-1]}: {path}"
+        ) from None
     finally:
         log.close()
     if stopped and step < total_steps:
@@ -496,6 +533,7 @@ def _train(
     }
     if env.rank == 0:
         atomic_write_json(out_dir / "summary.json", summary)
+    folder.started()
     return summary
 
 

@@ -1,9 +1,7 @@
 """What a run writes: its output folder, metrics log (JSON lines + TensorBoard), summary and
 provenance, and progress (a bar on a terminal, a line now and then when unattended).
 
-One folder holds one run. A folder that already holds another run's files is refused unless
-the run continues it (``--resume``) or replaces it (``--overwrite``), so two runs never mix
-their metrics, checkpoints or summaries.
+One folder holds one run (claimed, locked and overwritten by :mod:`scpl.training.runfolder`).
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import hashlib
 import json
 import math
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -56,63 +53,6 @@ def out_path(cfg: TrainConfig, recipe: str) -> Path:
             f"--out {cfg.out!r} is not a valid folder template ({e}); write a literal brace as "
             "{{ or }}, or name config fields as {model}"
         ) from None
-
-
-def run_files(out: Path, rank: int | None = None) -> list[Path]:
-    """Files of a run in ``out``: every rank's (``rank=None``) or only those one rank writes
-    (under dist each rank checks its own files, so ranks starting together never race)."""
-    if not out.is_dir():
-        return []
-    if rank is None:
-        patterns = [
-            "summary.json",
-            "metrics*.jsonl",
-            "final.rank*.pt",
-            "checkpoints/ckpt-*",
-            "tb/metrics*",
-        ]
-    else:
-        log = "metrics" if rank == 0 else f"metrics.rank{rank}"
-        patterns = [
-            f"{log}.jsonl",
-            f"final.rank{rank}.pt",
-            f"checkpoints/ckpt-*.rank{rank}.pt*",
-            f"tb/{log}",
-        ]
-        if rank == 0:
-            patterns.append("summary.json")
-    return sorted({p for pat in patterns for p in out.glob(pat)})
-
-
-def prepare_out_dir(cfg: TrainConfig, recipe: str, rank: int | None = None) -> Path:
-    """Create the output dir, check it is writable and holds no other run (deleting that run's
-    files with ``cfg.overwrite``) before any work is done."""
-    out = out_path(cfg, recipe)
-    if out.exists() and not out.is_dir():
-        raise ScplError(f"--out {out} is a file; pass a folder")
-    old = run_files(out, rank)
-    if old and not cfg.overwrite:
-        names = ", ".join(str(p.relative_to(out)) for p in old[:3]) + (
-            ", ..." if len(old) > 3 else ""
-        )
-        raise ScplError(
-            f"output dir {out} holds another run ({names}); pass --resume {out} to continue it, "
-            "--overwrite true to replace it, or another --out"
-        )
-    try:
-        for p in old:
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test", delete=True)
-        probe.close()
-    except OSError as e:
-        raise ScplError(
-            f"output dir {out} is not writable ({e.strerror}); pass --out DIR you can write"
-        ) from None
-    return out
 
 
 def check_writable(out: Path) -> None:
