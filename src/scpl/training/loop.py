@@ -27,7 +27,7 @@ from scpl.data.augment import Augment
 from scpl.errors import ConfigError, ScplError
 from scpl.launch import bind_to_parent
 from scpl.methods import MethodConfig
-from scpl.models import MODELS, StagedModel, build_model
+from scpl.models import MODELS, StagedModel, build_model, estimate_parameters
 from scpl.models.base import models_of_kind
 from scpl.parallel import OptimConfig
 from scpl.training.checkpoint import (
@@ -43,8 +43,10 @@ from scpl.training.checks import (
     check_classes,
     check_finite,
     check_learned,
+    check_model_fits,
     check_resume_config,
     check_splits,
+    check_weights_finite,
     note_skipped,
     resume_config,
 )
@@ -193,13 +195,10 @@ def train(
                 device=str(device),
             )
             echo(f"scpl: --partition auto (by {cfg.balance_by}): {','.join(map(str, partition))}")
+        shape_args = (cfg.model, input_shape, num_classes, cfg.stages, cfg.width, partition)
+        check_model_fits(cfg, estimate_parameters(*shape_args, **kwargs), devices)
         model = build_model(
-            cfg.model,
-            input_shape,
-            num_classes,
-            cfg.stages,
-            cfg.width,
-            partition,
+            *shape_args,
             init=cfg.resolved_init(getattr(MODELS.get(cfg.model), "kind", "image")),
             **kwargs,
         )
@@ -319,12 +318,21 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
         )
 
     if ck is not None:
-        pipe.load_state_dict(ck["executor"])
-        set_rng_state(ck["rng"])
-        g.set_state(ck["data_g"])
-        start_epoch, start_i, step = ck["epoch"], ck["next_i"], ck["step"]
-        best, train_seconds, samples_seen = ck["best"], ck["train_seconds"], ck["samples_seen"]
-        applied = dict(ck.get("applied", {}))
+        try:
+            pipe.load_state_dict(ck["executor"])
+            set_rng_state(ck["rng"])
+            g.set_state(ck["data_g"])
+            start_epoch, start_i, step = ck["epoch"], ck["next_i"], ck["step"]
+            best, train_seconds = ck["best"], ck["train_seconds"]
+            samples_seen, applied = ck["samples_seen"], dict(ck.get("applied", {}))
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            # An edited checkpoint (or one of another model) reads fine but does not fit.
+            why = str(e).strip().splitlines()[-1 if isinstance(e, RuntimeError) else 0][:160]
+            raise ScplError(
+                f"--resume {out_dir}: its newest checkpoint does not fit this run "
+                f"({type(e).__name__}: {why.strip()}); it was edited or damaged: delete it to "
+                "resume from the one before, or start a new run"
+            ) from None
         echo(f"scpl: resumed {out_dir} at epoch {start_epoch + 1}, step {step}")
     log = MetricsLog(
         out_dir,
@@ -421,6 +429,7 @@ def _train(cfg, recipe, echo, env, devices, feed, data_name, model, pipe, out_di
     final = [cpu_copy(u) for u in pipe.unit_states()]
     if env.rank < cfg.stages:  # replica 0 (data parallelism: the replicas hold the same weights)
         atomic_save(final, out_dir / f"final.rank{env.rank}.pt")
+    check_weights_finite(final, env.rank % cfg.stages if dist else 0)
     if best["state"] is not None:
         pipe.load_unit_states(best["state"])
     test_acc, test_seconds = (
