@@ -45,7 +45,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
-        sys.stderr.write(f"scpl: error: {message}; see `{self.prog} --help`\n")
+        sys.stderr.write(f"scpl: error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
 
     def refuse_unknown(self, unknown: list[str], command: str | None) -> None:
@@ -58,7 +58,7 @@ class Parser(argparse.ArgumentParser):
                 close = difflib.get_close_matches(a.split("=", 1)[0], known, n=1, cutoff=0.7)
                 if close:
                     hints.append(f"did you mean {close[0]}?")
-        hint = f" ({'; '.join(hints)})" if hints else ""
+        hint = f"; {'; '.join(hints)}" if hints else ""
         parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
     def _subcommand(self, command: str | None) -> argparse.ArgumentParser | None:
