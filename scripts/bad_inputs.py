@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bad_inputs.py > docs/bad-inputs.md
     .venv/bin/python scripts/bad_inputs.py --runs   # only the run/resume/checkpoint cases
     .venv/bin/python scripts/bad_inputs.py --folders   # only issue 24's run-folder cases
+    .venv/bin/python scripts/bad_inputs.py --more   # only issue 24's ranges/library/files block
 
 Each case writes its broken files into a temp dir, runs `scpl ...` in a subprocess and records
 the exit code and the single error line.
@@ -212,6 +213,7 @@ def cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
     c.append(("dist without enough processes", SMOKE + ["--executor", "dist"], {}))
     c += run_cases(tmp)
     c += folder_cases(tmp)  # issue 24: run folders, NaN checkpoints, resume identity
+    c += more_cases(tmp)
     return c
 
 
@@ -617,14 +619,238 @@ TESTS = {
 }
 
 
+# -- issue 24, items 10-14: ranges, library misuse, broken files, misleading messages ----------
+# (tests in tests/test_bad_inputs_more.py)
+
+
+def more_cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
+    """Numeric flags out of range, runs that ended broken, full disks, edited checkpoints,
+    `report --out` mistakes, empty or oversized data files and messages that named the wrong
+    cause."""
+    c: list[tuple[str, list[str], dict]] = []
+    outs = iter(range(1000))
+
+    def fresh() -> list[str]:  # a folder of its own per case (a run that gets far writes one)
+        return ["--out", str(tmp / f"m24-{next(outs)}")]
+
+    for flags in (
+        ["--weight-decay", "-1"],
+        ["--seed", "99999999999999999999"],
+        ["--proj-dim", "-3"],
+        ["--proj-dim", "0"],
+        ["--max-len", "100000000"],
+        ["--dist-timeout", "0"],
+        ["--width", "1e6"],
+        ["--width", "500"],
+        ["--threads", "100000"],
+        ["--lr-min", "10"],
+        ["--seed", "nan"],
+        ["--executor", "dist", "--nproc", "1", "--stages", "1"],
+        ["--npro", "2"],
+        ["--micro-batches", "64", "--batch-size", "32"],
+    ):
+        c.append((" ".join(flags), SMOKE + fresh() + flags, {}))
+    c.append(('--out ""', SMOKE + ["--out", ""], {}))
+    c.append(("--lr 1e30 --nan-guard skip", SMOKE + fresh() + ["--lr", "1e30", "--nan-guard", "skip"], {}))
+    c.append(
+        (
+            "a list loader of one class through scpl.train",
+            python_case(
+                f"""
+                import torch
+                from scpl.training.config import TrainConfig
+                from scpl.training.loop import train
+                b = [(torch.randn(16, 1, 8, 8), torch.zeros(16, dtype=torch.long))] * 4
+                cfg = TrainConfig(model="convnet", width=0.125, stages=2, epochs=1, batch_size=16,
+                                  progress=False, tensorboard=False, device="cpu", augment="none",
+                                  executor="sequential", out="{tmp}/one-class")
+                train(cfg, train_loader=b, test_loader=b)
+                """
+            ),
+            {"PYTHON": "1"},
+        )
+    )
+    for name, code in (
+        (
+            "library: step() after close()",
+            "p.close(); p.step(torch.randn(8, 8), torch.randint(0, 3, (8,)))",
+        ),
+        ("library: an empty batch", "p.step(torch.randn(0, 8), torch.zeros(0, dtype=torch.long))"),
+        (
+            "library: evaluate() with labels outside the classes",
+            "p.evaluate([(torch.randn(4, 8), torch.tensor([0, 7, 1, 2]))])",
+        ),
+    ):
+        c.append(
+            (
+                name,
+                python_case(
+                    f"""
+                    import torch, scpl
+                    from torch import nn
+                    m = scpl.StagedModel([nn.Linear(8, 16), nn.Linear(16, 16)], nn.Linear(16, 3),
+                                         input_shape=(8,))
+                    p = scpl.pipeline(m, executor="sequential", head="linear")
+                    {code}
+                    """
+                ),
+                {"PYTHON": "1"},
+            )
+        )
+    run = tmp / "run24"
+    subprocess.run(
+        [sys.executable, "-m", "scpl.cli", "train", "smoke", "--out", str(run), *ORIG],
+        capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300, check=True,
+    )  # fmt: skip
+    c.append(("a recipe name with --resume", ["train", "paper-fmnist-vgg-bp", "--resume", str(run)], {}))
+    c.append(("--overwrite with --resume", ["train", "--resume", str(run), "--overwrite", "true"], {}))
+    for which, target in (("metrics.jsonl", "outputs.MetricsLog.write"), ("summary.json", "loop.atomic_write_json")):
+        c.append(
+            (
+                f"disk full while writing {which}",
+                python_case(
+                    f"""
+                    import errno, sys
+                    import scpl.training.loop as loop, scpl.training.outputs as outputs
+                    def full(*a, **k):
+                        raise OSError(errno.ENOSPC, "No space left on device")
+                    {target} = full
+                    from scpl.cli import main
+                    sys.exit(main(["train", "smoke", "--out", "{tmp}/full-{which}", *{FAST!r}]))
+                    """
+                ),
+                {"PYTHON": "1"},
+            )
+        )
+    edited = tmp / "edited24"
+    shutil.copytree(run, edited)
+    newest = sorted((edited / "checkpoints").glob("ckpt-*.pt"))[-1]
+    edit = python_case(
+        f"""
+        import torch
+        ck = torch.load("{newest}", weights_only=True)
+        state = ck["executor"]["runners"][0]["unit"]
+        name = next(k for k, v in state.items() if torch.is_tensor(v) and v.dim() > 1)
+        state[name] = torch.zeros(3)
+        torch.save(ck, "{newest}")
+        """
+    )
+    subprocess.run([sys.executable, *edit], check=True, timeout=120)
+    c.append(("an edited checkpoint, then --resume", ["train", "--resume", str(edited)], {}))
+    c.append(("scpl report --out to a folder", ["report", str(run), "--out", str(tmp)], {}))
+    c.append(("scpl report --out to a read-only place", ["report", str(run), "--out", "/sys/report.md"], {}))
+    zero = tmp / "zero-images"
+    zero.mkdir()
+    for prefix in ("train", "t10k"):
+        (zero / f"{prefix}-images-idx3-ubyte").write_bytes(idx_images(0))
+        (zero / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_labels([]))
+    c.append(
+        (
+            "Fashion-MNIST files with 0 images",
+            SMOKE + fresh() + ["--dataset", "fashion-mnist", "--data-dir", str(zero)],
+            {},
+        )
+    )
+    bomb = tmp / "bomb"
+    bomb.mkdir()
+    for prefix in ("train", "t10k"):
+        with gzip.open(bomb / f"{prefix}-images-idx3-ubyte.gz", "wb", compresslevel=1) as f:
+            f.write(idx_images(20))
+            f.write(bytes(64 * 2**20))  # 64 MiB of zeros past the header's size
+        (bomb / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_labels([i % 10 for i in range(20)]))
+    c.append(
+        (
+            "an IDX .gz that expands far past its header's size",
+            SMOKE + fresh() + ["--dataset", "fashion-mnist", "--data-dir", str(bomb)],
+            {},
+        )
+    )
+    c.append(
+        (
+            "a first checkpoint on a full disk",
+            python_case(
+                f"""
+                import os, torch
+                from pathlib import Path
+                import scpl.atomic as atomic
+                from scpl.training.checkpoint import atomic_save
+                d = Path("{tmp}/first-ckpt/checkpoints"); d.mkdir(parents=True)
+                link = d / "full.tmp"; link.symlink_to("/dev/full")
+                atomic.tempfile.mkstemp = lambda **kw: (os.open(link, os.O_WRONLY), str(link))
+                atomic_save({{"w": torch.zeros(100000)}}, d / "ckpt-000000002.rank0.pt")
+                """
+            ),
+            {"PYTHON": "1"},
+        )
+    )
+    good = tmp / "agnews-24"
+    good.mkdir()
+    rows = "".join(f'"{1 + i % 4}","title {i}","some words about topic {i % 4} here"\n' for i in range(64))
+    (good / "train.csv").write_text(rows)
+    (good / "test.csv").write_text(rows)
+    glove = tmp / "glove-nan.txt"
+    glove.write_text("".join(f"{w} {'nan' if w == 'topic' else '0.1'} 0.2 0.3\n" for w in
+                             ("some", "words", "about", "topic", "here", "title")))  # fmt: skip
+    c.append(
+        (
+            "a GloVe file with NaN",
+            SMOKE + fresh() + ["--model", "lstm", "--dataset", "ag-news", "--data-dir", str(good),
+                           "--glove", str(glove), "--embed-dim", "3"],  # fmt: skip
+            {},
+        )
+    )
+    return c
+
+
+MORE_TESTS = {
+    **{
+        name: "test_bad_inputs_more.py::test_issue_flags_are_one_line"
+        for name in (
+            "--weight-decay -1", "--seed 99999999999999999999", "--proj-dim -3", "--proj-dim 0",
+            "--max-len 100000000", "--dist-timeout 0", "--width 1e6", "--threads 100000",
+            "--lr-min 10", "--seed nan", "--executor dist --nproc 1 --stages 1", "--npro 2",
+            '--out ""',
+        )
+    },  # fmt: skip
+    "--width 500": "test_bad_inputs_more.py::test_width_that_cannot_fit_is_refused_before_building",
+    "--micro-batches 64 --batch-size 32": "test_bad_inputs_more.py::test_too_many_micro_batches_names_micro_batches",
+    "--lr 1e30 --nan-guard skip": "test_bad_inputs_more.py::test_nan_guard_skip_fails_a_run_that_ends_with_non_finite_weights",
+    "a list loader of one class through scpl.train": "test_bad_inputs_more.py::test_a_list_loader_of_one_class_is_refused",
+    "library: step() after close()": "test_bad_inputs_more.py::test_step_after_close_raises",
+    "library: an empty batch": "test_bad_inputs_more.py::test_an_empty_batch_raises",
+    "library: evaluate() with labels outside the classes": "test_bad_inputs_more.py::test_evaluate_checks_labels_are_classes",
+    "a recipe name with --resume": "test_bad_inputs_more.py::test_recipe_name_or_overwrite_with_resume_is_refused",
+    "--overwrite with --resume": "test_bad_inputs_more.py::test_recipe_name_or_overwrite_with_resume_is_refused",
+    "disk full while writing metrics.jsonl": "test_bad_inputs_more.py::test_disk_full_while_writing_the_run_files_is_one_line",
+    "disk full while writing summary.json": "test_bad_inputs_more.py::test_disk_full_while_writing_the_run_files_is_one_line",
+    "an edited checkpoint, then --resume": "test_bad_inputs_more.py::test_an_edited_checkpoint_is_one_line",
+    "scpl report --out to a folder": "test_bad_inputs_more.py::test_report_out_to_a_folder_or_a_read_only_place_is_one_line",
+    "scpl report --out to a read-only place": "test_bad_inputs_more.py::test_report_out_to_a_folder_or_a_read_only_place_is_one_line",
+    "Fashion-MNIST files with 0 images": "test_bad_inputs_more.py::test_fashion_files_with_zero_images_are_one_line",
+    "an IDX .gz that expands far past its header's size": "test_bad_inputs_more.py::test_a_gzip_bomb_is_refused_after_its_header_size",
+    "a first checkpoint on a full disk": "test_bad_inputs_more.py::test_a_first_checkpoint_on_a_full_disk_promises_no_earlier_one",
+    "a GloVe file with NaN": "test_bad_inputs_more.py::test_a_glove_file_with_nan_is_refused_at_load",
+}
+TESTS.update(MORE_TESTS)
+
+
 def main() -> None:
     scpl = [sys.executable, "-m", "scpl.cli"]
     only_runs = "--runs" in sys.argv[1:]
-    only_folders = "--folders" in sys.argv[1:]  # issue 24's cases only
+    only_folders = "--folders" in sys.argv[1:]  # issue 24's run-folder cases only
+    only_more = "--more" in sys.argv[1:]  # only the issue-24 block (more_cases)
     print("| bad input | exit | what the user sees (stderr) | test (tests/test_reliability.py) |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
-        pick = folder_cases if only_folders else run_cases if only_runs else cases
+        pick = (
+            folder_cases
+            if only_folders
+            else more_cases
+            if only_more
+            else run_cases
+            if only_runs
+            else cases
+        )
         for name, args, env in pick(Path(d)):
             if env.pop("PYTHON", None):  # an API-level case: show the one-line DataError
                 args = [

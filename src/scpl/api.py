@@ -14,6 +14,7 @@ training loop, the benchmarks, the studies and the tests all build their pipelin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -116,6 +117,7 @@ class Pipeline:
         self.options.schedule = self.schedule
         EXECUTORS.get(executor)  # unknown executor: fail here, listing the valid ones
         self._executor: Executor | None = None
+        self._closed = False
         self.units: nn.ModuleList | None = None
         self.num_steps = 0
         if model.shapes_known:
@@ -128,6 +130,12 @@ class Pipeline:
         return self
 
     def _build(self, example=None) -> Executor:
+        if self._closed:
+            # Building again would silently start new workers with fresh optimizer state.
+            raise ConfigError(
+                "the pipeline is closed; build a new one with scpl.pipeline(...) (or keep it "
+                "open: use it as a context manager around all its work)"
+            )
         if self._executor is None:
             if not self.model.shapes_known:
                 self.model.infer_shapes(example)
@@ -148,6 +156,8 @@ class Pipeline:
     @property
     def executor(self) -> Executor:
         """The executor (built on first use when the model's shapes come from the first batch)."""
+        if self._executor is None and self._closed:
+            self._build()  # raises: the pipeline is closed
         if self._executor is None:
             raise ConfigError(
                 "the pipeline is built on the first batch because the model has no input_shape; "
@@ -163,6 +173,11 @@ class Pipeline:
     def step(self, x, y: torch.Tensor | None) -> None:
         """Train on one mini-batch (``x`` a tensor or a tuple such as (tokens, lengths)).
         Pipelined executors return before the batch is done."""
+        first = x[0] if isinstance(x, tuple | list) else x
+        n = first.shape[0] if torch.is_tensor(first) and first.dim() else None
+        if n == 0 or (torch.is_tensor(y) and y.numel() == 0):
+            # An empty batch makes every mean loss 0/0: NaN metrics and no error otherwise.
+            raise ConfigError("step() got an empty batch (0 samples); pass batches of 1 or more")
         self._build(x).submit(x, y)
         self.num_steps += 1
 
@@ -196,14 +211,26 @@ class Pipeline:
         ex = self._build(first[0])
         ex.train(False)
 
+        classes = self.model.num_classes
+        out_of_range: list[torch.Tensor] = []  # per batch, on the labels' device: one sync
+
         def chain():
-            yield first
-            yield from it
+            for x, y in itertools.chain([first], it):
+                if classes is not None and torch.is_tensor(y):
+                    out_of_range.append(((y < 0) | (y >= classes)).sum())
+                yield x, y
 
         try:
             correct, total = ex.evaluate(chain())
         finally:
             ex.train(True)
+        bad = sum(int(t) for t in out_of_range)
+        if bad:
+            # Such a label can never match a prediction: the accuracy would be silently low.
+            raise ConfigError(
+                f"evaluate(): {bad} label(s) outside the classifier's classes [0, {classes}); "
+                "check the labels (or the model's num_classes)"
+            )
         return correct / max(1, total)
 
     @torch.no_grad()
@@ -250,6 +277,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop worker threads / release process groups. Safe to call twice."""
+        self._closed = True
         if self._executor is not None:
             ex, self._executor = self._executor, None
             ex.close()

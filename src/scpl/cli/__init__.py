@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 
-from scpl.cli.args import ints, options_from
+from scpl.cli.args import Parser, ints, options_from
 from scpl.cli.studies import add_study_commands
 from scpl.errors import ScplError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.refuse_unknown(unknown, getattr(args, "command", None))
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -29,16 +32,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scpl: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk, a read-only mount...: the system's reason in one line
+        if args.debug:
+            raise
+        print(f"scpl: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def os_error_line(e: OSError) -> str:
+    """An OSError that no layer below turned into a message: what failed, where, and the fix."""
+    where = f" ({e.filename})" if e.filename else ""
+    what = f"{e.strerror or e}{where}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{what}; free space or pass --out on another disk, then continue the run with "
+            "--resume OUT_DIR (its last checkpoint) or start it again"
+        )
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{what}; make the folder writable or write somewhere else"
+    return f"{what}; rerun with --debug for the traceback"
+
+
+def build_parser() -> Parser:
     from scpl import __version__
     from scpl.report.params import ParamsOptions
     from scpl.report.perf import BalanceOptions
     from scpl.training.config import CONFIG_GROUPS, TrainConfig, add_config_arguments
     from scpl.training.recipes import RECIPES
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="scpl", description="Decoupled local losses and pipeline model parallelism."
     )
     parser.add_argument("--version", action="version", version=f"scpl {__version__}")
@@ -161,6 +183,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from scpl.common import dist_env
+    from scpl.errors import ConfigError
     from scpl.launch import launch_torchrun
     from scpl.training.loop import train
     from scpl.training.recipes import make_config
@@ -168,10 +191,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:  # the run's own settings, from its checkpoint (+ resume-safe flags)
         from scpl.training.checks import resume_config
 
+        if args.overwrite:  # the saved config has overwrite=False: refuse it here, not ignore it
+            raise ConfigError(
+                "--resume continues a run and --overwrite deletes one; pass only one of them"
+            )
         cfg, recipe = resume_config(args.resume, vars(args))
         if cfg.executor == "dist" and not cfg.nproc and not dist_env().is_distributed:
             # The ranks saved nproc=0 (the launcher drops --nproc): relaunch as many processes.
             cfg = dataclasses.replace(cfg, nproc=cfg.stages * cfg.data_parallel)
+        if args.recipe not in ("default", recipe):
+            raise ConfigError(
+                f"--resume {args.resume} continues a run of recipe {recipe!r}, not "
+                f"{args.recipe!r}: its settings come from its checkpoint; drop the recipe name, "
+                "or start a new run with another --out"
+            )
     else:
         cfg, recipe = make_config(args.recipe, args), args.recipe
     if cfg.executor == "dist" and cfg.nproc and not dist_env().is_distributed:
@@ -195,7 +228,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     text = report_runs(args.runs, args.format)
     print(text, end="")
     if args.out:
-        Path(args.out).write_text(text)
+        from scpl.errors import ScplError
+
+        out = Path(args.out)
+        if out.is_dir():
+            raise ScplError(f"--out {out} is a folder; pass a file name, e.g. {out / 'report.md'}")
+        try:
+            out.write_text(text)
+        except OSError as e:
+            raise ScplError(
+                f"could not write --out {out} ({e.strerror or e}); pass a file you can write"
+            ) from None
     return 0
 
 

@@ -281,6 +281,8 @@ def load_dataset(
     spec = dataset_spec(name)
     root = resolve_root(spec, data_dir, download) if spec.needs_files else None
     raw = spec.load(root, options)
+    if len(raw.train_y) == 0:
+        raise DataError(f"{name}: the training split holds 0 samples; check the data files")
     check_labels(raw.train_y, raw.num_classes, f"{name} train")
     check_labels(raw.test_y, raw.num_classes, f"{name} test")
     train, val = split_train_val(raw, val_fraction, seed)

@@ -153,6 +153,16 @@ def load_glove(
         blob = {"key": key, "vectors": vectors, "found": found}
         atomic_torch_save(blob, cache)
     vectors, found = blob["vectors"].clone(), blob["found"]
+    bad = (~torch.isfinite(vectors).all(1)).nonzero()
+    if len(bad):
+        # Checked here, not left to training: a NaN embedding shows up as a NaN loss that the
+        # run would blame on --lr.
+        raise DataError(
+            f"{path}: the vector of {vocab[int(bad[0])]!r} holds a non-finite value (nan, inf or "
+            f"a number beyond float32)"
+            + (f" (and {len(bad) - 1} more words)" if len(bad) > 1 else "")
+            + "; the file is corrupt, replace it"
+        )
     n_found = int(found.sum())
     std = float(vectors[found].std()) if n_found * dim > 1 else RANDOM_STD
     if not math.isfinite(std) or std <= 0:

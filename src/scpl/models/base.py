@@ -234,3 +234,33 @@ def build_model(
         **kwargs,
     )
     return init_weights(model, init)
+
+
+def estimate_parameters(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    num_stages: int = 4,
+    width: float = 1.0,
+    partition: Sequence[int] | None = None,
+    **kwargs,
+) -> float | None:
+    """The parameter count :func:`build_model` would give, counted on the meta device (no
+    memory is allocated), so a model too large for the machine is refused before it is built;
+    ``math.inf`` when a layer's size overflows, None when the model cannot be built on the meta
+    device (e.g. it copies given embeddings)."""
+    try:
+        with torch.device("meta"):
+            model = MODELS.get(name)(
+                input_shape=tuple(input_shape),
+                num_classes=num_classes,
+                num_stages=num_stages,
+                width=width,
+                partition=partition,
+                **kwargs,
+            )
+    except RuntimeError as e:
+        return math.inf if "overflow" in str(e) else None
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    return float(sum(p.numel() for p in model.parameters()))

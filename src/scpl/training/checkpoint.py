@@ -98,9 +98,16 @@ def atomic_save(obj, path: Path) -> None:
         if cause is None:
             raise
         reason = cause.strerror or cause.__class__.__name__
+        # Only promise a checkpoint to resume from when one exists (not for a first save).
+        earlier = [q for q in path.parent.glob("**/ckpt-*.pt") if q != path]
+        then = (
+            "--resume: the previous checkpoint is intact"
+            if earlier
+            else "start the run again: it has no earlier checkpoint to resume from"
+        )
         raise ScplError(
             f"could not write {path} ({reason}); free space or make the folder writable (or pass "
-            "--out on another disk) and --resume: the previous checkpoint is intact"
+            f"--out on another disk) and {then}"
         ) from None
 
 

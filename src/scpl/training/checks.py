@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -130,6 +131,9 @@ def check_classes(feed) -> None:
         labels = getattr(ds, "targets", None)
         if labels is None and hasattr(ds, "tensors"):
             labels = ds.tensors[-1]
+        if labels is None and isinstance(feed.train, list | tuple):
+            # A list of (x, y) batches: reading its labels costs nothing and may be repeated.
+            labels = torch.cat([torch.as_tensor(b[1]).reshape(-1) for b in feed.train])
     if labels is None:
         return
     classes = torch.unique(torch.as_tensor(labels))
@@ -151,6 +155,16 @@ def check_batch_norm(pipe: Pipeline, cfg: TrainConfig, feed) -> None:
         return
     bn = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
     if any(isinstance(m, bn) for m in (pipe.units or pipe.model).modules()):
+        inputs = cfg.batch_size * views
+        if cfg.micro_batches > 1 and inputs >= 2:
+            # The batch is big enough: the micro-batches are too many (the fix is not a batch
+            # of 2, which would be smaller than the one given).
+            fit = max(d for d in range(1, inputs // 2 + 1) if inputs % d == 0)
+            raise ConfigError(
+                f"--micro-batches {cfg.micro_batches} splits the batch of {inputs} inputs into "
+                "micro-batches of one, which the BatchNorm layers cannot normalise; use "
+                f"--micro-batches {fit} or fewer (a divisor of {inputs}), or a larger --batch-size"
+            )
         raise ConfigError(
             f"--batch-size {cfg.batch_size} with --micro-batches {cfg.micro_batches} gives the "
             "BatchNorm layers one sample per training (micro-)batch, which they cannot normalise; "
@@ -231,3 +245,57 @@ def check_state_finite(state, step: int) -> None:
                 f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower --lr (or "
                 "--lr-min) or check the data"
             )
+
+
+def check_weights_finite(states: list[dict], first_stage: int = 0) -> None:
+    """The trained weights and BatchNorm statistics must be finite: --nan-guard skip drops a
+    bad batch's update, but its forward pass still moves BatchNorm's running statistics (and
+    an update can overflow without a non-finite gradient), so a run could otherwise end with
+    NaN weights and report a chance-level accuracy as a result."""
+    for i, state in enumerate(states):
+        bad = [
+            k
+            for k, v in state.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise ScplError(
+                f"stage {first_stage + i} ended with non-finite values in {bad[0]}{more}: the "
+                "model is broken (NaN/inf weights or BatchNorm statistics); lower --lr or check "
+                "the data (its final weights are in final.rank*.pt for inspection)"
+            )
+
+
+# Bytes per parameter while training: the fp32 weight, its gradient and Adam's two moments.
+TRAIN_BYTES_PER_PARAM = 16
+
+
+def device_memory(devices: list[torch.device]) -> int:
+    """Total memory of the distinct ``devices`` (stages on one device share it): RAM for the
+    CPU, each GPU's own memory."""
+    total = 0
+    for dev in dict.fromkeys(devices):
+        if dev.type == "cuda":
+            total += torch.cuda.get_device_properties(dev).total_memory
+        else:
+            total += os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return total
+
+
+def check_model_fits(cfg: TrainConfig, params: float | None, devices: list[torch.device]) -> None:
+    """Refuse a model whose weights, gradients and Adam state alone exceed the devices' memory
+    (a huge --width), before it is built: building it would end in an allocation traceback
+    or in the kernel killing the process."""
+    if params is None:
+        return
+    need, have = params * TRAIN_BYTES_PER_PARAM, device_memory(devices)
+    if need > have:
+        where = ", ".join(str(d) for d in dict.fromkeys(devices))
+        count = "more than 2^63" if math.isinf(params) else f"{params:.3g}"
+        raise ConfigError(
+            f"--width {cfg.width:g} gives {cfg.model} {count} parameters, which need "
+            f"{need / 2**30:.3g} GiB to train (weights, gradients, Adam state) but {where} "
+            f"{'has' if len(set(devices)) == 1 else 'have'} {have / 2**30:.3g} GiB; use a "
+            "smaller --width (1 is the paper's size)"
+        )

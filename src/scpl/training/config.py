@@ -9,6 +9,7 @@ import ast
 import dataclasses
 import inspect
 import math
+import os
 import textwrap
 from dataclasses import dataclass, fields
 
@@ -201,36 +202,26 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work, saying how to fix them."""
-        for name in ("epochs", "batch_size", "eval_batch_size", "stages"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})"
-                )
+        check_ranges(self)
         if self.method == "scpl" and self.batch_size < 2:
             raise ConfigError(
                 f"--batch-size {self.batch_size} is too small for a contrastive loss: "
                 "SupCon needs at least 2 samples; use --batch-size 2 or more"
             )
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number (got {v})")
-        for name in ("log_every",):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})"
-                )
-        for name in ("max_steps", "checkpoint_every", "threads", "nproc"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})"
-                )
-        if self.width <= 0:
-            raise ConfigError(f"--width must be > 0 (got {self.width}), e.g. 0.25 or 1")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
-        if self.data_parallel < 1:
-            raise ConfigError(f"--data-parallel must be >= 1 (got {self.data_parallel})")
+        if not self.out.strip():
+            raise ConfigError("--out is empty; pass the folder the run should write, e.g. runs/x")
+        if self.lr_schedule == "cosine" and self.lr_min > self.lr:
+            raise ConfigError(
+                f"--lr-min {self.lr_min:g} is above --lr {self.lr:g}: the cosine schedule would "
+                "raise the learning rate; pass --lr-min at most --lr (e.g. 0), or "
+                "--lr-schedule constant"
+            )
+        if self.executor == "dist" and self.stages * self.data_parallel == 1:
+            raise ConfigError(
+                "--executor dist with one stage and no --data-parallel runs a single process, "
+                "which needs no torch.distributed; use --executor local (the same result), or "
+                "--stages 2 or more"
+            )
         if self.data_parallel > 1:
             if self.executor != "dist":
                 raise ConfigError(
@@ -254,8 +245,6 @@ class TrainConfig:
             raise ConfigError(
                 "--resume continues a run and --overwrite deletes one; pass only one of them"
             )
-        if self.lr <= 0 or self.lr_min < 0:
-            raise ConfigError("--lr must be > 0 and --lr-min >= 0")
         if self.nan_guard not in ("stop", "skip", "interval"):
             raise ConfigError(f"--nan-guard {self.nan_guard!r}: choose stop, skip or interval")
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -313,6 +302,75 @@ class TrainConfig:
             raise ConfigError(
                 f"--partition {self.partition!r} must be comma-separated integers, e.g. 2,2,1,1"
             ) from None
+
+
+# The allowed values of every numeric setting, in one place: field -> (low, high, hint).
+# ``low`` is inclusive unless marked by OPEN (then the value must be above it); ``high`` is
+# inclusive and may be a function (limits of this machine). Bounds well beyond any real run
+# keep absurd values (a seed past 64 bits, a 10^8-token document, 10^5 threads) from reaching
+# torch, where they end in tracebacks, overflows or a segfault. tests/test_bad_inputs_more.py
+# checks every int and float field is listed.
+OPEN = "open"
+_BIG = 10**12  # step counts: far beyond any run, small enough for every counter
+
+
+def _max_threads() -> int:
+    return 4 * (os.cpu_count() or 1)
+
+
+RANGES: dict[str, tuple] = {
+    "embed_dim": (1, 65536, ""),
+    "vocab_size": (3, 10**8, " (<pad>, <unk> and at least one word)"),
+    "max_len": (0, 100_000, " (0 = the dataset's default)"),
+    "stages": (1, 1024, ""),
+    "width": ((0, OPEN), 1024, ", e.g. 0.25 or 1"),
+    "epochs": (1, 10**6, ""),
+    "batch_size": (1, 2**24, ""),
+    "eval_batch_size": (1, 2**24, ""),
+    "lr": ((0, OPEN), math.inf, ", e.g. 1e-3"),
+    "lr_min": (0, math.inf, ""),
+    "weight_decay": (0, math.inf, " (0 = none), e.g. 5e-4"),
+    "proj_dim": (1, 65536, ", e.g. 128"),
+    "temperature": ((0, OPEN), 1e4, ", e.g. 0.1"),
+    "local_ce": (0, 1e4, " (0 = SupCon only)"),
+    "val_fraction": (0, (1, OPEN), ""),
+    "seed": (0, 2**63 - 1, ""),
+    "micro_batches": (1, 2**24, ""),
+    "queue_depth": (1, 1024, ""),
+    "dist_timeout": (1, 7 * 86400, " seconds"),
+    "nproc": (0, 1024, ""),
+    "data_parallel": (1, 1024, ""),
+    "max_steps": (0, _BIG, " (0 = full epochs)"),
+    "log_every": (1, _BIG, ""),
+    "threads": (0, _max_threads, " (0 = PyTorch's default; at most 4 per CPU core)"),
+    "checkpoint_every": (0, _BIG, " (0 = epoch ends only)"),
+}
+
+
+def check_ranges(cfg, ranges: dict[str, tuple] = RANGES) -> None:
+    """Raise one ConfigError naming the first field of ``cfg`` outside its :data:`RANGES`."""
+    for name, (low, high, hint) in ranges.items():
+        v = getattr(cfg, name, None)
+        if v is None or isinstance(v, bool):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{flag} must be a finite number (got {v})")
+        lo, lo_open = low if isinstance(low, tuple) else (low, None)
+        hi, hi_open = high if isinstance(high, tuple) else (high, None)
+        hi = hi() if callable(hi) else hi
+        if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+            left = f"above {_num(lo)}" if lo_open else f">= {_num(lo)}"
+            if hi == math.inf:
+                rule = left
+            else:
+                right = f"below {_num(hi)}" if hi_open else f"<= {_num(hi)}"
+                rule = f"{left} and {right}"
+            raise ConfigError(f"{flag} {_num(v)} is out of range: use a value {rule}{hint}")
+
+
+def _num(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 # How each setting relates to a run's result, classified once here. A field not listed

@@ -26,7 +26,7 @@ from scpl.data.augment import Augment, describe_augment, use_flips
 from scpl.errors import ConfigError, ScplError
 from scpl.launch import bind_to_parent
 from scpl.methods import MethodConfig
-from scpl.models import MODELS, StagedModel, build_model
+from scpl.models import MODELS, StagedModel, build_model, estimate_parameters
 from scpl.models.base import models_of_kind
 from scpl.parallel import OptimConfig
 from scpl.parallel.base import NonFiniteError
@@ -43,9 +43,11 @@ from scpl.training.checks import (
     check_classes,
     check_finite,
     check_learned,
+    check_model_fits,
     check_schedule_resume,
     check_splits,
     check_state_finite,
+    check_weights_finite,
     note_skipped,
     resume_config,
 )
@@ -214,13 +216,10 @@ def _run(
                 device=str(device),
             )
             echo(f"scpl: --partition auto (by {cfg.balance_by}): {','.join(map(str, partition))}")
+        shape_args = (cfg.model, input_shape, num_classes, cfg.stages, cfg.width, partition)
+        check_model_fits(cfg, estimate_parameters(*shape_args, **kwargs), devices)
         model = build_model(
-            cfg.model,
-            input_shape,
-            num_classes,
-            cfg.stages,
-            cfg.width,
-            partition,
+            *shape_args,
             init=cfg.resolved_init(getattr(MODELS.get(cfg.model), "kind", "image")),
             **kwargs,
         )
@@ -380,12 +379,21 @@ def _train(
     n_epochs, total_steps = cfg.epochs_for(steps_per_epoch), cfg.total_steps(steps_per_epoch)
     if ck is not None:
         check_schedule_resume(ck.get("config", {}), cfg, steps_per_epoch, ck["step"])
-        pipe.load_state_dict(ck["executor"])
-        set_rng_state(ck["rng"])
-        g.set_state(ck["data_g"])
-        start_epoch, start_i, step = ck["epoch"], ck["next_i"], ck["step"]
-        best, train_seconds, samples_seen = ck["best"], ck["train_seconds"], ck["samples_seen"]
-        applied = dict(ck.get("applied", {}))
+        try:
+            pipe.load_state_dict(ck["executor"])
+            set_rng_state(ck["rng"])
+            g.set_state(ck["data_g"])
+            start_epoch, start_i, step = ck["epoch"], ck["next_i"], ck["step"]
+            best, train_seconds = ck["best"], ck["train_seconds"]
+            samples_seen, applied = ck["samples_seen"], dict(ck.get("applied", {}))
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            # An edited checkpoint (or one of another model) reads fine but does not fit.
+            why = str(e).strip().splitlines()[-1 if isinstance(e, RuntimeError) else 0][:160]
+            raise ScplError(
+                f"--resume {out_dir}: its newest checkpoint does not fit this run "
+                f"({type(e).__name__}: {why.strip()}); it was edited or damaged: delete it to "
+                "resume from the one before, or start a new run"
+            ) from None
         echo(f"scpl: resumed {out_dir} at epoch {start_epoch + 1}, step {step}")
     if ck is None:
         folder.start()  # every input checked, the pipeline built: now the folder is written
@@ -508,6 +516,7 @@ def _train(
     final = [cpu_copy(u) for u in pipe.unit_states()]
     if env.rank < cfg.stages:  # replica 0 (data parallelism: the replicas hold the same weights)
         atomic_save(final, out_dir / f"final.rank{env.rank}.pt")
+    check_weights_finite(final, env.rank % cfg.stages if dist else 0)
     if best["state"] is not None:
         pipe.load_unit_states(best["state"])
     test_acc, test_seconds = (

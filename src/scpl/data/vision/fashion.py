@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -46,38 +47,57 @@ def _find_variant(root: Path, stem: str) -> Path | None:
     return None
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (plain or gzip) into a numpy array, validating header and size."""
+# The largest IDX payload read (Fashion-MNIST's training images are 47 MB): a header that
+# claims more is refused before anything is decompressed.
+MAX_IDX_BYTES = 2**31
+
+
+def read_idx(path: Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Parse an IDX file (plain or gzip) into a numpy array, validating header and size.
+
+    The header is read first from the (decompressing) stream and bounds what is read after
+    it: the payload it announces plus one byte to detect trailing data, so a small gzip that
+    expands to gigabytes (a "zip bomb", or a corrupt file) is refused after at most its
+    header's size, never decompressed in full."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                buf = f.read()
-        else:
-            buf = path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            buf = f.read(4)
+            if len(buf) < 4:
+                raise DataError(
+                    f"{path}: truncated IDX file ({len(buf)} bytes); delete it and re-download"
+                )
+            zero, code, ndim = int.from_bytes(buf[:2], "big"), buf[2], buf[3]
+            if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+                raise DataError(
+                    f"{path}: bad IDX magic number 0x{buf[:4].hex()}; not an IDX file, replace it"
+                )
+            header = 4 + 4 * ndim
+            buf += f.read(4 * ndim)
+            if len(buf) < header:
+                raise DataError(f"{path}: truncated IDX header; delete it and re-download")
+            dims = tuple(int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+            dtype = _IDX_DTYPES[code]
+            payload = math.prod(dims) * dtype.itemsize
+            if payload > max_bytes:
+                raise DataError(
+                    f"{path}: its IDX header {dims} announces {payload / 2**30:.3g} GiB, more "
+                    f"than any such dataset ({max_bytes / 2**30:.3g} GiB at most); the file is "
+                    "corrupt or not a dataset file, delete it and re-download"
+                )
+            data = f.read(payload + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(
             f"{path}: unreadable or corrupt gzip ({type(e).__name__}: {e}); "
             f"delete it and re-download"
         ) from None
-    if len(buf) < 4:
-        raise DataError(f"{path}: truncated IDX file ({len(buf)} bytes); delete it and re-download")
-    zero, code, ndim = int.from_bytes(buf[:2], "big"), buf[2], buf[3]
-    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+    if len(data) != payload:
+        size = f"over {header + payload}" if len(data) > payload else f"{header + len(data)}"
         raise DataError(
-            f"{path}: bad IDX magic number 0x{buf[:4].hex()}; not an IDX file, replace it"
+            f"{path}: size {size} bytes does not match its IDX header {dims} "
+            f"({header + payload} bytes); the file is truncated or corrupt, delete it and "
+            "re-download"
         )
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise DataError(f"{path}: truncated IDX header; delete it and re-download")
-    dims = tuple(int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = _IDX_DTYPES[code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(buf) != expected:
-        raise DataError(
-            f"{path}: size {len(buf)} bytes does not match its IDX header {dims} "
-            f"({expected} bytes); the file is truncated or corrupt, delete it and re-download"
-        )
-    arr = np.frombuffer(buf, dtype=dtype, offset=header).reshape(dims)
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -103,6 +123,8 @@ def _fashion_part(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
             f"{lbl_path}: expected uint8 labels [N], got {labels.dtype} {labels.shape}; "
             f"replace the file"
         )
+    if len(images) == 0:
+        raise DataError(f"{img_path}: holds 0 images; replace it with the real file")
     if len(images) != len(labels):
         raise DataError(
             f"{img_path.name} has {len(images)} images but {lbl_path.name} has {len(labels)} "
