@@ -239,6 +239,35 @@ EXPERIMENTS: dict[str, Experiment] = {
         {"vanilla-convnet": dict(width=0.25), "vgg": dict(width=0.25)},
         title="Fashion-MNIST at converged budgets: BP / Early Exit / SCPL (WSD budgets)",
     ),
+    # Issue 23's levers on the same budgets: SCPL's local objective (Nøkland & Eidnes 2019
+    # similarity matching, predsim), its local cross-entropy, and width (for BP and SCPL).
+    "fmnist-levers": Experiment(
+        "default",
+        ("vanilla-convnet",),
+        {
+            **method_rows(("bp", "early-exit", "scpl")),
+            **{f"scpl {ll}": {"method": "scpl", "local_loss": ll}
+               for ll in ("sim", "supcon+sim", "predsim")},
+            "scpl local ce 0.3": {"method": "scpl", "local_ce": 0.3},
+            **{f"{m} width {w}": {"method": m, "width": w}
+               for m in ("bp", "scpl") for w in (0.5, 1.0)},
+        },
+        {**_FMNIST, "augment": "two-view-ref", "lr": 3e-3, "max_steps": 0,
+         "test_every_epoch": False, "checkpoint_every": 100},
+        {"vanilla-convnet": dict(width=0.25)},
+        title="Fashion-MNIST vanilla ConvNet: SCPL's local-learning levers at WSD budgets",
+    ),
+    "bbc-levers": Experiment(
+        "bbc-news",
+        ("lstm",),
+        {
+            **method_rows(("bp", "early-exit", "scpl")),
+            **{f"scpl {ll}": {"method": "scpl", "local_loss": ll}
+               for ll in ("sim", "supcon+sim", "predsim")},
+        },
+        dict(threads=1, checkpoint_every=100),
+        title="BBC News LSTM: SCPL's local-learning levers at WSD budgets",
+    ),
     "bbc-converged": Experiment(
         "bbc-news",
         ("lstm",),
