@@ -37,12 +37,12 @@ from scpl.errors import ConfigError
 from scpl.parallel.base import wsd_decay_start
 from scpl.report.budgets import write_budget_report
 from scpl.studies.experiment import (
-    _computation_key,
-    _select_rows,
-    _slug,
+    computation_key,
     pin_threads,
     resolve_experiment,
     run_meta,
+    select_rows,
+    slug,
 )
 from scpl.training.checkpoint import branch_point_path, latest_checkpoint, load_checkpoint
 from scpl.training.config import TrainConfig
@@ -98,7 +98,7 @@ class Line:
 
 def trunk_key(cfg: TrainConfig) -> str:
     """What a trunk computes, whatever its length (budgets of one trunk differ only in it)."""
-    return _computation_key(
+    return computation_key(
         dataclasses.asdict(dataclasses.replace(cfg, train_steps=0, epochs=1, lr_schedule="wsd"))
     )
 
@@ -119,7 +119,7 @@ def train_branches(
     for total in sorted(totals):
         run_dir = root / f"steps-{total}"
         want = dataclasses.replace(base, train_steps=total, out=str(run_dir), overwrite=False)
-        key = _computation_key(dataclasses.asdict(want))
+        key = computation_key(dataclasses.asdict(want))
         summary = _finished(run_dir, key)
         if summary is None:
             p = branch_step(total, frac)
@@ -236,7 +236,7 @@ def _finished(run_dir: Path, key: str) -> dict | None:
     if not path.exists():
         return None
     s = json.loads(path.read_text())
-    return s if _computation_key(s.get("config", {})) == key else None
+    return s if computation_key(s.get("config", {})) == key else None
 
 
 def _has_checkpoint(run_dir: Path, key: str) -> bool:
@@ -333,7 +333,7 @@ def run_budget_study(
     if trials < 1:
         raise ConfigError(f"--trials {trials} must be >= 1")
     plan = parse_budgets(budgets, trials)
-    labels = _select_rows(exp, methods, rows)
+    labels = select_rows(exp, methods, rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_path = out_dir / "budget_runs.jsonl"
     meta = run_meta(name, exp, trials) | {"budgets": budgets, "devices_sim": num_devices}
@@ -363,7 +363,7 @@ def run_budget_study(
             for seed in range(n):
                 for ln in lines:
                     cfg = dataclasses.replace(configs[ln.row], seed=seed)
-                    root = out_dir / "runs" / f"{model}-{_slug(ln.row)}-s{seed}"
+                    root = out_dir / "runs" / f"{model}-{slug(ln.row)}-s{seed}"
                     total = ln.steps(b)
                     echo(f"budgets {name}: {model} {ln.label} seed {seed} budget {b:g} ({total} steps)")
                     s = train_branches(cfg, [total], root, exp.recipe, need[(ln.row, seed)], echo)[

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from scpl.errors import ScplError
+
 
 class Heartbeat:
     """dist: every rank touches ``<out>/.heartbeat/rank<r>`` each second from a thread, so a
@@ -45,5 +47,33 @@ class Heartbeat:
                 out.append((r, age))
         return sorted(out, key=lambda x: -x[1])
 
+    def blame(self, e: ScplError, cfg) -> ScplError | None:
+        """The error naming the rank that went silent while this one waited on it (``e`` is
+        this rank's own error, kept in brackets); None when no other rank went silent.
+        ``cfg``: the run's config (its stages and replicas name a rank's place)."""
+        silent = self.silent()
+        if not silent and any(w in str(e) for w in ("died", "stalled", "timed out", "closed")):
+            # A peer's loss can reach us before its heartbeat is old enough to count (a
+            # replica that failed at once because another rank was killed): give the
+            # rank that really went silent time to show, the longest silent first.
+            deadline = time.time() + self.SILENT_S + 1.0
+            while not silent and time.time() < deadline:
+                time.sleep(0.25)
+                silent = self.silent()
+        if not silent:
+            return None
+        r, age = silent[0]
+        return ScplError(
+            f"rank {r} ({_where(r, cfg)}) died or stalled while rank {self.rank} "
+            f"({_where(self.rank, cfg)}) waited ({age:.0f} s without a sign of life); stopping -- "
+            f"check rank {r}, then restart with --resume OUT_DIR [{e}]"
+        )
+
     def close(self) -> None:
         self._stop.set()
+
+
+def _where(rank: int, cfg) -> str:
+    """'stage l' of a dist rank, with its replica under data parallelism."""
+    stage, replica = rank % cfg.stages, rank // cfg.stages
+    return f"stage {stage} of replica {replica}" if cfg.data_parallel > 1 else f"stage {stage}"

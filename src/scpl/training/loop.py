@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from scpl.api import Pipeline, pipeline
+from scpl.api import Pipeline
 from scpl.common import (
     dist_env,
     init_distributed,
@@ -21,15 +21,14 @@ from scpl.common import (
     seed_everything,
     shutdown_distributed,
 )
-from scpl.data import DataBundle, load_dataset
+from scpl.data import load_dataset
 from scpl.data.augment import Augment, describe_augment, use_flips
 from scpl.errors import ConfigError, ScplError
 from scpl.launch import bind_to_parent
-from scpl.methods import MethodConfig
-from scpl.models import MODELS, StagedModel, build_model, estimate_parameters
+from scpl.models import MODELS, StagedModel
 from scpl.models.base import models_of_kind
-from scpl.parallel import OptimConfig
 from scpl.parallel.base import NonFiniteError
+from scpl.training.build import build_pipeline, method_config, text_model_kwargs
 from scpl.training.checkpoint import (
     atomic_save,
     checkpoint_path,
@@ -43,7 +42,6 @@ from scpl.training.checks import (
     check_classes,
     check_finite,
     check_learned,
-    check_model_fits,
     check_schedule_resume,
     check_splits,
     check_state_finite,
@@ -52,7 +50,7 @@ from scpl.training.checks import (
     resume_config,
 )
 from scpl.training.config import TrainConfig
-from scpl.training.feed import DatasetFeed, LoaderFeed, infer_num_classes, shard_batch
+from scpl.training.feed import DatasetFeed, LoaderFeed, shard_batch
 from scpl.training.heartbeat import Heartbeat
 from scpl.training.outputs import (
     MetricsLog,
@@ -185,72 +183,8 @@ def _run(
     steps_per_epoch = min(feed.full_steps, cfg.max_steps) if cfg.max_steps else feed.full_steps
 
     # Model -> method (heads, local losses) -> pipeline (where/when stages run).
-    if model is None:
-        if data is None:
-            x0, _ = feed.first_batch()
-            x0 = x0[0] if isinstance(x0, tuple | list) else x0
-            input_shape, num_classes, kwargs = (
-                tuple(x0.shape[1:]),
-                infer_num_classes(feed.train),
-                {},
-            )
-        else:
-            input_shape, num_classes = data.input_shape, data.num_classes
-            kwargs = text_model_kwargs(cfg, data, echo)
-        partition = cfg.partition_list()
-        if (cfg.partition or "").strip() == "auto":
-            from scpl.perf.balance import auto_partition
-
-            partition = auto_partition(
-                cfg.model,
-                cfg.stages,
-                cfg.balance_by,
-                method=cfg.method,
-                head=cfg.head,
-                input_shape=input_shape,
-                num_classes=num_classes,
-                width=cfg.width,
-                batch_size=cfg.batch_size,
-                proj_dim=cfg.proj_dim,
-                model_kwargs=kwargs,
-                device=str(device),
-            )
-            echo(f"scpl: --partition auto (by {cfg.balance_by}): {','.join(map(str, partition))}")
-        shape_args = (cfg.model, input_shape, num_classes, cfg.stages, cfg.width, partition)
-        check_model_fits(cfg, estimate_parameters(*shape_args, **kwargs), devices)
-        model = build_model(
-            *shape_args,
-            init=cfg.resolved_init(getattr(MODELS.get(cfg.model), "kind", "image")),
-            **kwargs,
-        )
-    elif model.num_stages != cfg.stages:
-        cfg = dataclasses.replace(cfg, stages=model.num_stages)
-    optim = OptimConfig(
-        cfg.lr,
-        cfg.lr_min,
-        cfg.weight_decay,
-        cfg.total_steps(steps_per_epoch),
-        cfg.lr_schedule,
-        foreach=cfg.foreach,
-        warmup_steps=cfg.warmup_steps,
-        decay_fraction=cfg.decay_fraction,
-        decay_shape=cfg.decay_shape,
-    )
-    pipe = pipeline(
-        model,
-        cfg.method,
-        devices=devices,
-        optimizer=optim,
-        schedule=cfg.schedule,
-        micro_batches=cfg.micro_batches,
-        executor=cfg.executor,
-        method_config=method_config(cfg),
-        queue_depth=cfg.queue_depth,
-        nan_guard=cfg.nan_guard,
-        precision=cfg.precision,
-        dist_timeout=cfg.dist_timeout,
-        data_parallel=cfg.data_parallel,
-        supcon_gather=cfg.supcon_gather,
+    cfg, model, pipe = build_pipeline(
+        cfg, feed, data, model, devices, device, steps_per_epoch, echo
     )
     try:
         summary = _train(
@@ -277,22 +211,9 @@ def _run(
         if heartbeat is not None and isinstance(e, ScplError):
             # A peer that timed out may itself only have been waiting: name the rank that
             # stopped showing signs of life instead.
-            silent = heartbeat.silent()
-            if not silent and any(w in str(e) for w in ("died", "stalled", "timed out", "closed")):
-                # A peer's loss can reach us before its heartbeat is old enough to count (a
-                # replica that failed at once because another rank was killed): give the
-                # rank that really went silent time to show, the longest silent first.
-                deadline = time.time() + heartbeat.SILENT_S + 1.0
-                while not silent and time.time() < deadline:
-                    time.sleep(0.25)
-                    silent = heartbeat.silent()
-            if silent:
-                r, age = silent[0]
-                raise ScplError(
-                    f"rank {r} ({_where(r, cfg)}) died or stalled while rank {env.rank} "
-                    f"({_where(env.rank, cfg)}) waited ({age:.0f} s without a sign of life); stopping -- "
-                    f"check rank {r}, then restart with --resume OUT_DIR [{e}]"
-                ) from None
+            blamed = heartbeat.blame(e, cfg)
+            if blamed is not None:
+                raise blamed from None
         raise
     finally:
         if heartbeat is not None:
@@ -546,38 +467,8 @@ def _train(
     return summary
 
 
-def method_config(cfg: TrainConfig) -> MethodConfig:
-    """The method settings of a run config (fields of the same names)."""
-    names = set(MethodConfig.__dataclass_fields__)
-    return MethodConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
-
-
-def _where(rank: int, cfg: TrainConfig) -> str:
-    """'stage l' of a dist rank, with its replica under data parallelism."""
-    stage, replica = rank % cfg.stages, rank // cfg.stages
-    return f"stage {stage} of replica {replica}" if cfg.data_parallel > 1 else f"stage {stage}"
-
-
 def _silent(*args, **kwargs) -> None:
     pass
-
-
-def text_model_kwargs(cfg: TrainConfig, data: DataBundle, echo) -> dict:
-    """Vocabulary size and (GloVe) embeddings for text models; nothing for image models."""
-    if data.kind != "text":
-        return {}
-    from scpl.data.glove import load_glove_or_random
-
-    vocab = data.extra["vocab"]
-    emb, notice = load_glove_or_random(cfg.glove, vocab, cfg.embed_dim, cfg.seed)
-    if notice:
-        echo(f"scpl: note: {notice}")
-    return dict(
-        vocab_size=len(vocab),
-        embed_dim=cfg.embed_dim,
-        embeddings=emb,
-        freeze_embeddings=cfg.freeze_embeddings,
-    )
 
 
 def timed_evaluate(pipe: Pipeline, feed, which: str) -> tuple[float, float]:
@@ -587,4 +478,4 @@ def timed_evaluate(pipe: Pipeline, feed, which: str) -> tuple[float, float]:
     return acc, time.perf_counter() - start
 
 
-__all__ = ["resume_config", "train"]
+__all__ = ["method_config", "resume_config", "text_model_kwargs", "train"]
