@@ -543,7 +543,8 @@ def _tensors(obj):
 
 
 def test_checkpoints_hold_only_finite_states_and_the_error_names_the_good_one(tmp_path, capsys):
-    """The issue's repro (LR climbing to 1e30): NaN at step 3, detected only at a log interval
+    """The issue's repro (there: LR climbing to 1e30 through --lr-min, now refused; here a
+    constant LR of 1e8): non-finite state by step 4, detected only at a log interval
     under --nan-guard interval; checkpoints every 2 steps must not save the NaN weights nor
     prune the last finite one, and the error names the checkpoint that is good.
 
@@ -553,7 +554,8 @@ def test_checkpoints_hold_only_finite_states_and_the_error_names_the_good_one(tm
     line = one_error(
         *run(capsys, "--dataset", "digits", "--model", "convnet", "--stages", "2", "--width",
              "0.125", "--max-steps", "40", "--batch-size", "32", "--checkpoint-every", "2",
-             "--lr-min", "1e30", "--out", str(out), *FAST, "--max-steps", "40",
+             "--lr", "1e8", "--lr-schedule", "constant", "--out", str(out), *FAST,
+             "--max-steps", "40",
              "--log-every", "50", "--augment", "none")[::2]
     )  # fmt: skip
     assert "non-finite" in line, line
