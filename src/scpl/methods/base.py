@@ -49,6 +49,10 @@ class MethodConfig:
     """SCPL's last stage: ce+supcon (cross-entropy and SupCon both train the stage body, the
     Delog-SCL text), ce (cross-entropy only) or detached (SupCon trains the body, the classifier
     learns on detached features: the authors' code)."""
+    al_bridge: str = "flat"
+    """AL: what the bridge b_l reads: flat (the flattened stage output, the papers' form) or
+    pooled (the C x H x W map average-pooled to C x 2 x 2 first, like the mlp-pool head; on
+    flat or text features it is flat)."""
 
     def resolved_last_stage(self) -> str:
         """``last_stage`` with ``last_supcon=False`` mapped onto it (ConfigError on a conflict)."""

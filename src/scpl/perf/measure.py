@@ -180,13 +180,15 @@ def flop_op_costs(
     model_kwargs: dict | None = None,
     seed: int = 0,
     local_ce: float = 0.0,
+    al_bridge: str = "flat",
 ) -> Costs:
     """Op costs of a compute-bound device of ``flops_per_s``: the FLOPs of each stage's F, L and B
     (counted by torch.utils.flop_counter on one training step: matmuls and convolutions only).
     U and transfers cost 0. On a GPU, where the per-step optimizer and the small elementwise ops
     are cheap next to the convolutions, this is closer to the real split of work between stages
     than CPU timings (on a CPU the projection heads' Adam updates weigh much more). No executor
-    runs: the units are stepped by hand, one stage after the other."""
+    runs: the units are stepped by hand, one stage after the other. ``al_bridge``: AL's bridge
+    input (flat or pooled), which sets most of an AL step's FLOPs on image models."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from scpl.methods import MethodConfig, build_method
@@ -196,7 +198,8 @@ def flop_op_costs(
     torch.manual_seed(seed)
     kw = dict(model_kwargs or {})
     m = build_model(model, tuple(input_shape), num_classes, num_stages, width, partition, **kw)
-    meth = build_method(method, MethodConfig(head=head, proj_dim=proj_dim, local_ce=local_ce))
+    mcfg = MethodConfig(head=head, proj_dim=proj_dim, local_ce=local_ce, al_bridge=al_bridge)
+    meth = build_method(method, mcfg)
     units = meth.attach(m)
     g = torch.Generator().manual_seed(seed)
     x, y = synthetic_batch(input_shape, batch_size, num_classes, g, kw.get("vocab_size", 1000))

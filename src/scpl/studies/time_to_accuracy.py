@@ -89,6 +89,7 @@ def run_costs(cfg: TrainConfig, method: str):
         model_kwargs=kw,
         seed=cfg.seed,
         local_ce=cfg.local_ce,
+        al_bridge=cfg.al_bridge,
     )
 
 

@@ -103,6 +103,11 @@ class TrainConfig:
     """SCPL's last stage: ce+supcon (cross-entropy and SupCon train the stage, the Delog-SCL
     text), ce (cross-entropy only) or detached (SupCon trains the stage, the classifier learns
     on its detached output: the authors' code)."""
+    al_bridge: str = "flat"
+    """AL: input of each stage's bridge, flat (the flattened map, the papers) or pooled (the map
+    average-pooled to C x 2 x 2 first, like mlp-pool). On wide early maps the flat bridges are
+    most of an AL step (vanilla-convnet w=0.25 on 28x28: 92% of its FLOPs); pooled makes them
+    small. Text features are already pooled: no change there."""
     augment: str = "two-view-ref"
     """Vision augmentation: none, basic, strong, two-view (two strong views, Khosla et al., as the
     paper's text and recipes; 2N inputs) or two-view-ref (a weak and a strong view without
@@ -393,6 +398,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "local_ce",
         "last_supcon",
         "last_stage",
+        "al_bridge",
     ),
     "data": (
         "dataset",
