@@ -565,3 +565,15 @@ def test_parity_pooled_bridge_local_equals_sequential(schedule, num_micro):
     assert_states_equal(ref[0], got[0])
     assert got[2] == ref[2]
     assert got[1] == ref[1] if num_micro == 1 else got[1].keys() == ref[1].keys()
+
+
+def test_al_bridge_flag_reaches_the_method():
+    """--al-bridge is a result-changing TrainConfig field, filed under the method flags, that
+    the training loop hands to AL. Mutant: the TrainConfig field under another name (the
+    loop copies fields by name, so the flag would be silently dropped)."""
+    from scpl.training.config import CONFIG_GROUPS, TrainConfig, field_class
+    from scpl.training.loop import method_config
+
+    assert TrainConfig().al_bridge == "flat" and "al_bridge" in CONFIG_GROUPS["method"]
+    assert field_class("al_bridge") == "result"
+    assert method_config(TrainConfig(al_bridge="pooled")).al_bridge == "pooled"
