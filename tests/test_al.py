@@ -453,3 +453,127 @@ def test_parameter_counts_vgg_cifar():
     print("\n| method | training | effective | affiliated |")
     for name, c in rows.items():
         print(f"| {name} | {c['training']:,} | {c['effective']:,} | {c['affiliated']:,} |")
+
+
+# -- --al-bridge pooled -------------------------------------------------------------------------
+
+
+def test_pooled_bridge_reads_the_map_pooled_to_2x2():
+    """--al-bridge pooled: each image stage's bridge average-pools its C x H x W map to C x 2 x 2
+    before the papers' layers; the loss and inference both go through it; flat (the default)
+    is unchanged; text features (already pooled) keep the flat bridge; a bad value is an error.
+    Mutants: al_bridge ignored in ALUnit (pooled never built); the pool dropped from the last
+    unit's predict path (loss pooled, inference flat); the value check removed."""
+    model, flat = make("convnet")
+    assert MethodConfig().al_bridge == "flat"
+    assert isinstance(flat[0].aux["bridge"][0], nn.Linear)  # the papers' form by default
+    meth = build_method("al", MethodConfig(proj_dim=T, al_bridge="pooled"))
+    _, units = make("convnet", method=meth)
+    units.train()
+    x, y = batch("convnet")
+    outs = train_chain(units, x, y)
+    for unit, out in zip(units, outs, strict=True):
+        b = unit.aux["bridge"]
+        c, h, w = model.stage_shapes[unit.index]
+        side = (min(2, h), min(2, w))  # a map smaller than 2 x 2 is not enlarged
+        linears = [m for m in b if isinstance(m, nn.Linear)]
+        assert isinstance(b[1], nn.AdaptiveAvgPool2d)
+        assert linears[0].in_features == c * side[0] * side[1] <= unit.feature_dim
+        assert linears[0].out_features == 5 * T
+        # The associated loss reads the pooled map, through the papers' layers.
+        z = nn.functional.adaptive_avg_pool2d(out.s, side).flatten(1)
+        for m in b[3:]:
+            z = m(z)
+        _, terms = unit.loss(out, y)
+        assert torch.equal(terms["assoc"], ((z - out.t.detach()) ** 2).mean())
+    # Inference: b_K on the pooled map, then h_K .. h_1.
+    units.eval()
+    with torch.no_grad():
+        h = x
+        for unit in units:
+            h = unit(h)
+        side = tuple(min(2, n) for n in h.shape[2:])
+        t = units[-1].aux["bridge"][3:](nn.functional.adaptive_avg_pool2d(h, side).flatten(1))
+        for u in reversed(units):
+            t = u.aux["h"](t)
+    assert torch.equal(infer(units, x), t)
+    _, text = make("lstm", method=build_method("al", MethodConfig(proj_dim=T, al_bridge="pooled")))
+    assert [type(m) for m in text[0].aux["bridge"]] == [nn.Linear, nn.Sigmoid] * 2
+    with pytest.raises(ConfigError, match="--al-bridge 'pool'"):
+        build_method("al", MethodConfig(al_bridge="pool"))
+
+
+def test_cost_model_prices_the_pooled_bridge():
+    """flop_op_costs (and through it the time-to-accuracy pricing) sees the pooled bridge: the
+    loss op of each stage (where the bridge runs) loses exactly the first bridge layer's FLOPs
+    on the C*H*W - C*4 features pooling removes. Mutants: flop_op_costs not passing al_bridge
+    to the method; run_costs not passing cfg.al_bridge."""
+    from scpl.perf.measure import flop_op_costs
+    from scpl.studies.time_to_accuracy import run_costs
+    from scpl.training.recipes import make_config
+
+    n, model = 8, build_model("convnet", SHAPE, CLASSES, 4, 0.125)
+    kw = dict(width=0.125, input_shape=SHAPE, batch_size=n, proj_dim=T, flops_per_s=1.0)
+    flat = flop_op_costs("convnet", "al", **kw)
+    pooled = flop_op_costs("convnet", "al", **kw, al_bridge="pooled")
+    assert flop_op_costs("convnet", "al", **kw, al_bridge="flat") == flat
+    for s, (c, h, w) in enumerate(model.stage_shapes):
+        removed = c * h * w - c * min(2, h) * min(2, w)
+        assert flat[s]["L"] - pooled[s]["L"] == 2 * n * removed * 5 * T
+        assert pooled[s]["F"] == flat[s]["F"]
+    base = {"model": "vanilla-convnet", "stages": 2, "method": "al"}
+    priced = {
+        b: run_costs(make_config("smoke", {**base, "al_bridge": b}), "al")
+        for b in ("flat", "pooled")
+    }
+    total = {b: sum(sum(ops.values()) for ops in c.values()) for b, c in priced.items()}
+    assert total["pooled"] < total["flat"]
+
+
+def _pooled_run(executor: str, schedule: str, num_micro: int = 1, steps: int = 3):
+    from parity_utils import PARITY_OPTIM, make_batches, make_model
+
+    pipe = scpl.pipeline(
+        make_model("convnet", 4),
+        "al",
+        optimizer=OptimConfig(**PARITY_OPTIM),
+        schedule=schedule,
+        micro_batches=num_micro,
+        executor=executor,
+        head="mlp",
+        proj_dim=32,
+        al_bridge="pooled",
+    )
+    with pipe:
+        assert isinstance(pipe.units[0].aux["bridge"][1], nn.AdaptiveAvgPool2d)
+        for x, y in make_batches(steps, 16):
+            pipe.step(x, y)
+        pipe.flush()
+        states = [{k: v.clone() for k, v in st.items()} for st in pipe.unit_states()]
+        metrics = pipe.metrics()
+        acc = pipe.evaluate(make_batches(1, 16, seed=7))
+    return states, metrics, acc
+
+
+@pytest.mark.parametrize(("schedule", "num_micro"), [("scpl", 1), ("scpl-gpipe", 2)])
+def test_parity_pooled_bridge_local_equals_sequential(schedule, num_micro):
+    """The pooled bridge keeps the pipelined executor bitwise equal to the sequential reference
+    (weights, metrics, accuracy). Mutant: a dropout in the pooled bridge's prefix (draws from the
+    shared RNG in whatever order the stage threads run)."""
+    ref = _pooled_run("sequential", "sequential", num_micro)
+    got = _pooled_run("local", schedule, num_micro)
+    assert_states_equal(ref[0], got[0])
+    assert got[2] == ref[2]
+    assert got[1] == ref[1] if num_micro == 1 else got[1].keys() == ref[1].keys()
+
+
+def test_al_bridge_flag_reaches_the_method():
+    """--al-bridge is a result-changing TrainConfig field, filed under the method flags, that
+    the training loop hands to AL. Mutant: the TrainConfig field under another name (the
+    loop copies fields by name, so the flag would be silently dropped)."""
+    from scpl.training.config import CONFIG_GROUPS, TrainConfig, field_class
+    from scpl.training.loop import method_config
+
+    assert TrainConfig().al_bridge == "flat" and "al_bridge" in CONFIG_GROUPS["method"]
+    assert field_class("al_bridge") == "result"
+    assert method_config(TrainConfig(al_bridge="pooled")).al_bridge == "pooled"

@@ -55,6 +55,10 @@ class MethodConfig:
     labels; Nøkland & Eidnes 2019), supcon+sim (their sum, weight 1 each) or predsim (0.99 sim +
     0.01 cross-entropy of a pooled linear classifier per hidden stage; Nøkland & Eidnes). Where
     last_stage says "supcon" it means this objective."""
+    al_bridge: str = "flat"
+    """AL: what the bridge b_l reads: flat (the flattened stage output, the papers' form) or
+    pooled (the C x H x W map average-pooled to C x 2 x 2 first, like the mlp-pool head; on
+    flat or text features it is flat)."""
 
     def resolved_last_stage(self) -> str:
         """``last_stage`` with ``last_supcon=False`` mapped onto it (ConfigError on a conflict)."""

@@ -101,6 +101,13 @@ def _main(x):
 
 
 def _detach(x, grad: bool = False):
+    if hasattr(x, "_fields"):  # a method's named training output (AL's ALOut): keep its type
+        return type(x)(
+            *(
+                _detach(v, grad and i == 0) if torch.is_tensor(v) or isinstance(v, tuple) else v
+                for i, v in enumerate(x)
+            )
+        )
     if isinstance(x, tuple):
         out = tuple(t.detach() if torch.is_tensor(t) else t for t in x)
         if grad and out[0].is_floating_point():

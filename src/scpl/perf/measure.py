@@ -181,6 +181,7 @@ def flop_op_costs(
     seed: int = 0,
     local_ce: float = 0.0,
     local_loss: str = "supcon",
+    al_bridge: str = "flat",
 ) -> Costs:
     """Op costs of a compute-bound device of ``flops_per_s``: the FLOPs of each stage's F, L and B
     (counted by torch.utils.flop_counter on one training step: matmuls and convolutions only).
@@ -189,7 +190,8 @@ def flop_op_costs(
     than CPU timings (on a CPU the projection heads' Adam updates weigh much more). No executor
     runs: the units are stepped by hand, one stage after the other. ``local_ce`` and
     ``local_loss`` (SCPL's extra classifiers and similarity losses) are priced as trained: the
-    heads they add and the similarity matmuls are in L and B."""
+    heads they add and the similarity matmuls are in L and B. ``al_bridge``: AL's bridge
+    input (flat or pooled), which sets most of an AL step's FLOPs on image models."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from scpl.methods import MethodConfig, build_method
@@ -199,7 +201,9 @@ def flop_op_costs(
     torch.manual_seed(seed)
     kw = dict(model_kwargs or {})
     m = build_model(model, tuple(input_shape), num_classes, num_stages, width, partition, **kw)
-    mcfg = MethodConfig(head=head, proj_dim=proj_dim, local_ce=local_ce, local_loss=local_loss)
+    mcfg = MethodConfig(
+        head=head, proj_dim=proj_dim, local_ce=local_ce, local_loss=local_loss, al_bridge=al_bridge
+    )
     meth = build_method(method, mcfg)
     units = meth.attach(m)
     g = torch.Generator().manual_seed(seed)

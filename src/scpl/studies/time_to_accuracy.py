@@ -91,8 +91,12 @@ def run_profile(cfg: TrainConfig, method: str):
         cfg.stages,
         kw,
         seed=cfg.seed,
-        # SCPL's extra classifiers and similarity losses are priced as trained.
-        method_options={"local_ce": cfg.local_ce, "local_loss": cfg.local_loss} if local else None,
+        # SCPL's extra classifiers and similarity losses, AL's bridge input: priced as trained.
+        method_options=(
+            {"local_ce": cfg.local_ce, "local_loss": cfg.local_loss, "al_bridge": cfg.al_bridge}
+            if local
+            else None
+        ),
     )
 
 
