@@ -234,7 +234,9 @@ def test_parity_local_loss_predsim_other_models(model):
     assert_states_equal(ref, got)
 
 
-@pytest.mark.parametrize("local_loss", sorted(LOCAL_LOSS_TERMS))
+# predsim runs the sim loss and the extra classifier: the other objectives' code paths are its
+# parts (their local-executor parity is above); one dist case keeps the suite's time down.
+@pytest.mark.parametrize("local_loss", ["predsim"])
 def test_parity_dist_local_losses(tmp_path, local_loss):
     """One process per stage: only activations and labels cross; bitwise the reference."""
     opts = {"local_loss": local_loss}
