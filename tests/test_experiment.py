@@ -1,6 +1,7 @@
 """`scpl experiment`: rows x models x seeds -> tables (accuracy, parameters, seconds), curves."""
 
 import csv
+import dataclasses
 import json
 
 from scpl.cli import main
@@ -133,3 +134,16 @@ def test_an_interrupted_run_resumes_bitwise_and_a_torn_record_is_skipped(tmp_pat
     resumed = json.loads(lines[-1])
     assert resumed["test_acc"] == whole["test_acc"] and resumed["val_acc"] == whole["val_acc"]
     assert resumed["epochs"][-1]["val_acc"] == whole["epochs"][-1]["val_acc"]
+
+
+def test_runs_on_other_data_are_never_reused():
+    """Issue 24 case 7: two runs that differ only in --data-dir (or --threads, which changes
+    the bits) are different runs for an experiment's reuse and resume key. Mutant: data_dir or
+    threads classed cosmetic again (the keys agree and a run on other data is reused)."""
+    from scpl.studies.experiment import computation_key
+    from scpl.training.config import TrainConfig
+
+    base = dataclasses.asdict(TrainConfig())
+    assert computation_key({**base, "data_dir": "/a"}) != computation_key({**base, "data_dir": "/b"})
+    assert computation_key({**base, "threads": 1}) != computation_key({**base, "threads": 2})
+    assert computation_key({**base, "out": "/a"}) == computation_key({**base, "out": "/b"})
