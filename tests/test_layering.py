@@ -169,3 +169,17 @@ def test_the_checker_sees_every_import_form(tmp_path, source, found):
     f = tmp_path / "x.py"
     f.write_text(source)
     assert found in [name for _, name, _ in _imports("scpl.models.x", f)]
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_modules_stay_under_500_lines():
+    """Modules stay readable: none over 500 lines (issue 22: targets.py had 738, dist.py 703).
+    Mutant: the old single-file targets.py or dist.py back in place."""
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in sorted((SRC / "scpl").rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"split these modules along their seams: {long}"
