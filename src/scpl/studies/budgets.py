@@ -38,13 +38,14 @@ from scpl.parallel.base import wsd_decay_start
 from scpl.report.budgets import write_budget_report
 from scpl.studies.experiment import (
     computation_key,
+    newest_checkpoint,
     pin_threads,
     resolve_experiment,
     run_meta,
     select_rows,
     slug,
 )
-from scpl.training.checkpoint import branch_point_path, latest_checkpoint, load_checkpoint
+from scpl.training.checkpoint import branch_point_path, checkpoint_path
 from scpl.training.config import TrainConfig
 from scpl.training.recipes import make_config
 
@@ -123,7 +124,7 @@ def train_branches(
         summary = _finished(run_dir, key)
         if summary is None:
             p = branch_step(total, frac)
-            if not _has_checkpoint(run_dir, key):
+            if not _has_checkpoint(run_dir, want):
                 if p == 0:  # nothing to share: a fresh run
                     want = dataclasses.replace(want, overwrite=True)
                     summary = train(want, recipe=recipe, echo=_quiet)
@@ -148,29 +149,22 @@ def _advance_trunk(base, trunk: Path, point: int, last: int, points, recipe, ech
     length = _length_for(last, base.decay_fraction)
     cfg = dataclasses.replace(base, train_steps=length, out=str(trunk))
     key = trunk_key(cfg)
-    start = _trunk_state(trunk, key, point)
+    start = _trunk_state(trunk, key)
     if start is not None and start > point:
         echo(f"  trunk is at step {start}: recomputing its state at step {point}")
         _fill_point(cfg, trunk, point, recipe)
         return
-    if start is None:
-        echo(f"  trunk: training to step {point}")
-        train(
-            dataclasses.replace(cfg, overwrite=True),
-            recipe,
-            _quiet,
-            branch_steps=tuple(points),
-            stop_step=point,
-        )
-    else:
-        echo(f"  trunk: resuming at step {start} to step {point}")
-        train(
-            dataclasses.replace(cfg, resume=str(trunk)),
-            recipe,
-            _quiet,
-            branch_steps=tuple(points),
-            stop_step=point,
-        )
+    echo(
+        f"  trunk: training to step {point}"
+        if start is None
+        else f"  trunk: resuming at step {start} to step {point}"
+    )
+    run = (
+        dataclasses.replace(cfg, overwrite=True)
+        if start is None
+        else dataclasses.replace(cfg, resume=str(trunk))
+    )
+    train(run, recipe, _quiet, branch_steps=tuple(points), stop_step=point)
     if not branch_point_path(trunk, point, 0).exists():
         raise ConfigError(f"trunk {trunk} did not reach step {point}; delete it and run again")
 
@@ -183,15 +177,18 @@ def _length_for(point: int, frac: float) -> int:
     return n
 
 
-def _trunk_state(trunk: Path, key: str, point: int) -> int | None:
-    """The step the trunk resumes from for ``point`` (None: start afresh)."""
-    try:
-        ck = load_checkpoint(latest_checkpoint(trunk, 0, None))
-    except Exception:
-        return None
-    if trunk_key(TrainConfig(**_fields(ck.get("config", {})))) != key:
-        return None  # another computation: never reuse it
+def _trunk_state(trunk: Path, key: str) -> int | None:
+    """The step the trunk resumes from (None: start afresh)."""
+    ck = newest_checkpoint(trunk)
+    if ck is None or _saved_key(ck) != key:
+        return None  # none, or another computation: never reuse it
     return ck["step"]
+
+
+def _saved_key(ck: dict) -> str:
+    """The trunk key of the run a checkpoint was saved by."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return trunk_key(TrainConfig(**{k: v for k, v in ck.get("config", {}).items() if k in names}))
 
 
 def _fill_point(cfg: TrainConfig, trunk: Path, point: int, recipe: str) -> None:
@@ -223,12 +220,7 @@ def _seed_branch(trunk: Path, point: int, run_dir: Path) -> None:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True)
-    shutil.copy2(branch_point_path(trunk, point, 0), run_dir / "checkpoints" / f"ckpt-{point:09d}.rank0.pt")
-
-
-def _fields(values: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in values.items() if k in names}
+    shutil.copy2(branch_point_path(trunk, point, 0), checkpoint_path(run_dir, point, 0))
 
 
 def _finished(run_dir: Path, key: str) -> dict | None:
@@ -239,14 +231,11 @@ def _finished(run_dir: Path, key: str) -> dict | None:
     return s if computation_key(s.get("config", {})) == key else None
 
 
-def _has_checkpoint(run_dir: Path, key: str) -> bool:
-    try:
-        ck = load_checkpoint(latest_checkpoint(run_dir, 0, None))
-    except Exception:
-        return False
-    saved = dataclasses.replace(TrainConfig(**_fields(ck.get("config", {}))))
-    # A branch's checkpoints hold the trunk's length until its first save of its own.
-    return trunk_key(saved) == trunk_key(TrainConfig(**_fields(json.loads(key))))
+def _has_checkpoint(run_dir: Path, want: TrainConfig) -> bool:
+    """Does a branch folder hold a checkpoint of ``want``'s computation? (A branch's
+    checkpoints hold the trunk's length until its first save of its own.)"""
+    ck = newest_checkpoint(run_dir)
+    return ck is not None and _saved_key(ck) == trunk_key(want)
 
 
 def _quiet(*args, **kwargs) -> None:

@@ -255,17 +255,23 @@ def append_record(path: Path, rec: dict) -> None:
         os.close(fd)
 
 
-def resumable(run_dir: Path, key: str) -> bool:
-    """Does ``run_dir`` hold a checkpoint of the run whose computation key is ``key``?"""
+def newest_checkpoint(run_dir: Path) -> dict | None:
+    """The newest complete checkpoint of ``run_dir`` (rank 0), or None if it has none that can
+    be read (an interrupted run then starts afresh)."""
     from scpl.training.checkpoint import latest_checkpoint, load_checkpoint
 
-    if not (run_dir / "checkpoints").is_dir():
-        return False
+    if not (Path(run_dir) / "checkpoints").is_dir():
+        return None
     try:
-        ck = load_checkpoint(latest_checkpoint(run_dir, 0, None))
-    except Exception:  # none complete, unreadable: the run starts afresh
-        return False
-    return computation_key(ck.get("config", {})) == key
+        return load_checkpoint(latest_checkpoint(run_dir, 0, None))
+    except Exception:  # none complete, unreadable
+        return None
+
+
+def resumable(run_dir: Path, key: str) -> bool:
+    """Does ``run_dir`` hold a checkpoint of the run whose computation key is ``key``?"""
+    ck = newest_checkpoint(run_dir)
+    return ck is not None and computation_key(ck.get("config", {})) == key
 
 
 def run_meta(name: str, exp: Experiment, trials: int) -> dict:
