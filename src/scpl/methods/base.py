@@ -55,6 +55,11 @@ class MethodConfig:
     labels; Nøkland & Eidnes 2019), supcon+sim (their sum, weight 1 each) or predsim (0.99 sim +
     0.01 cross-entropy of a pooled linear classifier per hidden stage; Nøkland & Eidnes). Where
     last_stage says "supcon" it means this objective."""
+    man_momentum: float = 0.995
+    """SCPL ``--head man``: EMA momentum of the head's copy of the next stage's first layer
+    (the MAN paper's 0.995)."""
+    man_every: int = 1
+    """SCPL ``--head man``: the next stage's weight travels back every this many steps."""
     al_bridge: str = "flat"
     """AL: what the bridge b_l reads: flat (the flattened stage output, the papers' form) or
     pooled (the C x H x W map average-pooled to C x 2 x 2 first, like the mlp-pool head; on
@@ -108,7 +113,12 @@ def make_head(
         return nn.Linear(dim, out_dim)
     if kind in ("mlp", "mlp-pool"):  # mlp-pool on flat features (text, 1-d) is the mlp
         return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
-    raise ConfigError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+    if kind == "man":
+        raise ConfigError(
+            "--head man (the momentum head) mirrors the next stage's first layer: SCPL only; "
+            "use --method scpl, or --head mlp-pool"
+        )
+    raise ConfigError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}, man (scpl)")
 
 
 class StageUnit(nn.Module):
@@ -169,6 +179,19 @@ class StageUnit(nn.Module):
     def link_exports(self, modules: list[nn.Module | None]) -> None:
         """Last stage only: receive the other stages' ``inference_export`` modules (in stage
         order) for use in ``predict``."""
+
+    def feedback_out(self, step: int) -> list[torch.Tensor] | None:
+        """What this stage sends back to the previous one when it starts training step ``step``
+        (a copy of weights, never a gradient: ``--head man``), or None."""
+        return None
+
+    def feedback_in(self, step: int) -> list[torch.Tensor] | None:
+        """Empty tensors shaped like the next stage's ``feedback_out`` of step ``step``, to
+        receive it into after this stage's update, or None when none is due."""
+        return None
+
+    def apply_feedback(self, tensors: list[torch.Tensor]) -> None:
+        """Take in the next stage's feedback (after this stage's update of the same step)."""
 
     def effective_parameters(self):
         """Parameters used at inference (stage body and classifier)."""

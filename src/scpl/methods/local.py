@@ -7,6 +7,7 @@ from torch import nn
 
 from scpl.errors import ConfigError
 from scpl.methods.base import METHODS, Method, MethodConfig, StageUnit, make_head
+from scpl.methods.man import MomentumHead, feedback_due, next_first_conv
 from scpl.methods.similarity import (
     LOCAL_LOSSES,
     PREDSIM_BETA,
@@ -50,10 +51,20 @@ class SCPLUnit(StageUnit):
         self.cfg = cfg
         self.last_stage = cfg.resolved_last_stage()
         self.num_classes = model.num_classes  # sim's label similarity: -1/(C-1) across classes
-        if not self.is_last or self.last_stage != "ce":
-            self.aux["head"] = make_head(
-                cfg.head, self.feature_dim, cfg.proj_dim, shape=self.out_shape
-            )
+        # --head man: hidden stages' heads mirror the next stage's first convolution (kept as
+        # an EMA of it); the last stage has no next stage and uses the light head.
+        self._man_conv = None  # this stage's first conv, whose weight travels back (man)
+        if cfg.head == "man":
+            if cfg.man_every < 1:
+                raise ConfigError(f"--man-every {cfg.man_every} must be >= 1 (steps)")
+            if index > 0:
+                self._man_conv = [next_first_conv(model.stages, index - 1)]  # not a submodule
+        if not self.is_last and cfg.head == "man":
+            conv = next_first_conv(model.stages, index)
+            self.aux["head"] = MomentumHead(conv, self.out_shape, cfg.proj_dim, cfg.man_momentum)
+        elif not self.is_last or self.last_stage != "ce":
+            head = "mlp-pool" if cfg.head == "man" else cfg.head
+            self.aux["head"] = make_head(head, self.feature_dim, cfg.proj_dim, shape=self.out_shape)
         if not self.is_last and cfg.local_ce > 0:
             self.aux["local_ce"] = make_head(
                 "pool-linear", self.feature_dim, model.num_classes, shape=self.out_shape
@@ -63,6 +74,21 @@ class SCPLUnit(StageUnit):
             self.aux["pred"] = make_head(
                 "pool-linear", self.feature_dim, model.num_classes, shape=self.out_shape
             )
+
+    # -- --head man: the next stage's first-layer weight travels back (scpl.methods.man) ------
+    def feedback_out(self, step):
+        if self._man_conv is None or not feedback_due(step, self.cfg.man_every):
+            return None
+        return [self._man_conv[0].weight.detach().clone()]
+
+    def feedback_in(self, step):
+        head = self.aux["head"] if "head" in self.aux else None
+        if not isinstance(head, MomentumHead) or not feedback_due(step, self.cfg.man_every):
+            return None
+        return [torch.empty_like(head.weight)]
+
+    def apply_feedback(self, tensors):
+        self.aux["head"].fold(tensors[0])
 
     def local_terms(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """The --local-loss terms on projections ``z`` (similarity targets from ``y``)."""

@@ -234,7 +234,7 @@ class DistExecutor(Executor):
     def _submit(self, x, y) -> None:
         micro = split_micro(x, y, self.options.num_micro) if self.rank == 0 else None
         size = int(y.shape[0]) if y is not None else 0
-        self.runner.begin(self._batch, micro, size, self.options.num_micro)
+        self.runner.begin(self._batch, micro, size, self.options.num_micro, self.channel)
         with self._rng.active() if self._rng is not None else contextlib.nullcontext():
             self._run_program()
         self.sink.add(self.runner.metrics(), key=self.rank, flag=self.runner.flag)

@@ -12,7 +12,8 @@ of message, in one direction per pair of ranks, in an order both ends derive fro
   order and needed by the receiver in the other.
 * ``fwd`` (the default backend): activation and label payloads, rank r -> r+1 (and AL's
   inference exports to the last rank before an evaluation).
-* ``bwd`` (the default backend): gradients, rank r+1 -> r.
+* ``bwd`` (the default backend): gradients, rank r+1 -> r (and, for local methods, which send
+  no gradients, ``--head man``'s first-layer weights).
 
 One communicator per direction means a send never waits behind a receive of the opposite
 direction on the same NCCL stream. Between two ranks, each group's messages in one direction
@@ -335,6 +336,21 @@ class DistChannel(Channel):
         self.peer = self.rank + 1
         work.wait()
         return g
+
+    # Weights back to the previous rank (--head man), over the bwd group: a local method sends
+    # no gradients there, and the shapes are the receiver's own buffers', so no header.
+    def send_feedback(self, stage, step, tensors):
+        for t in tensors:
+            self._isend(t.to(self.comm_device), self.rank - 1, "bwd", "feedback")
+
+    def recv_feedback(self, stage, step, like):
+        out = []
+        for t in like:
+            buf = torch.empty(t.shape, dtype=t.dtype, device=self.comm_device)
+            self.peer = self.rank + 1
+            self._irecv(buf, self.rank + 1, "bwd", "feedback").wait()
+            out.append(buf.to(t.device))
+        return out
 
     def token_send(self, dst: int) -> None:
         # Not in `pending`: the batch's closing token is only received when the next batch

@@ -146,7 +146,8 @@ class BufferAverager:
     statistics, so averaging at those points gives the every-step average up to rounding,
     without a blocking collective in each step. Train-mode forwards never read the buffers, so
     the weights do not depend on when this runs. Integer buffers (``num_batches_tracked``)
-    count the same on every replica and are left alone."""
+    count the same on every replica and are left alone, as are the buffers a module lists in
+    ``replica_equal_buffers``."""
 
     def __init__(self, module: torch.nn.Module, group, replicas: int) -> None:
         self.module, self.group, self.replicas = module, group, replicas
@@ -154,9 +155,13 @@ class BufferAverager:
     def __call__(self) -> None:
         # Read the buffers now: ``module.to()`` replaces buffer tensors (not parameters).
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for b in self.module.buffers():
-            if b.is_floating_point():
-                by_dtype.setdefault(b.dtype, []).append(b)
+        for mod in self.module.modules():
+            # Buffers a module declares equal on every replica (MAN's EMA weight) stay as
+            # they are: averaging equal values would only add rounding.
+            same = getattr(mod, "replica_equal_buffers", ())
+            for name, b in mod.named_buffers(recurse=False):
+                if b.is_floating_point() and name not in same:
+                    by_dtype.setdefault(b.dtype, []).append(b)
         for bufs in by_dtype.values():
             flat = torch.cat([b.detach().reshape(-1) for b in bufs])
             try:

@@ -46,6 +46,7 @@ class QueueChannel(Channel):
     def __init__(self, num_stages: int, depth: int, failed: threading.Event) -> None:
         self.act = [queue.Queue(maxsize=depth) for _ in range(num_stages)]  # into stage s
         self.grad = [queue.Queue(maxsize=depth) for _ in range(num_stages)]  # into stage s
+        self.back = [queue.Queue() for _ in range(num_stages)]  # weights into stage s
         self.failed = failed
 
     def _put(self, q: queue.Queue, item) -> None:
@@ -116,6 +117,18 @@ class QueueChannel(Channel):
         self._accept(stage, ev, [grad])
         return grad
 
+    # Weights travel back (--head man) on a queue of their own, unbounded: a stage is at most
+    # two steps' feedback ahead of its consumer (it needs the consumer's activations to move on).
+    def send_feedback(self, stage, step, tensors):
+        moved, _, ev = self._handoff(stage, stage - 1, tuple(tensors))
+        self.back[stage - 1].put((step, moved, ev))
+
+    def recv_feedback(self, stage, step, like):
+        s, tensors, ev = self._get(self.back[stage])
+        assert s == step, f"stage {stage} expected feedback of step {step}, got {s}"
+        self._accept(stage, ev, list(tensors))
+        return list(tensors)
+
 
 @EXECUTORS.register("local", help="one process, a worker thread (and CUDA stream) per stage")
 class LocalExecutor(RunnerExecutor):
@@ -173,7 +186,7 @@ class LocalExecutor(RunnerExecutor):
                         tensors = [t for x, y in payload for t in (*act_tensors(x), y)]
                         self.channel._accept(0, ev, tensors)
                     if kind == "train":
-                        runner.begin(batch, payload, size, self.options.num_micro)
+                        runner.begin(batch, payload, size, self.options.num_micro, self.channel)
                         for op in program:
                             runner.run(op, self.channel)
                         self.sink.add(runner.metrics(), key=s, flag=runner.flag)

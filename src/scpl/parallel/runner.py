@@ -73,6 +73,16 @@ class Channel:
     def send_grad(self, stage: int, batch: int, mb: int, grad: torch.Tensor) -> None:
         raise NotImplementedError
 
+    def send_feedback(self, stage: int, step: int, tensors: list[torch.Tensor]) -> None:
+        """Weights from ``stage`` back to ``stage - 1`` for training step ``step`` (``--head
+        man``); received by :meth:`recv_feedback` in the same step."""
+        raise NotImplementedError
+
+    def recv_feedback(self, stage: int, step: int, like: list[torch.Tensor]) -> list:
+        """``stage``'s copy of the next stage's feedback of step ``step`` (``like``: empty
+        tensors of its shapes, which a transport may receive into)."""
+        raise NotImplementedError
+
 
 def detach_act(act):
     """Detach an activation (a tensor, or a tuple of tensors whose first one is the main one)."""
@@ -166,6 +176,7 @@ class StageRunner:
         self.emulate = emulate or {}
         self._mbs: dict[int, _MicroBatch] = {}
         self._batch = -1
+        self._step = 0  # training step of the current mini-batch (see begin)
         self._num_micro = 1
         # Data parallelism: averages this stage's gradients over its replicas (set by the
         # executor); runs first in U, so every replica's checks and update see the same values.
@@ -173,12 +184,25 @@ class StageRunner:
 
     # -- one mini-batch -------------------------------------------------------------------
     def begin(
-        self, batch: int, micro_inputs: list | None, batch_size: int, num_micro: int = 1
+        self,
+        batch: int,
+        micro_inputs: list | None,
+        batch_size: int,
+        num_micro: int = 1,
+        channel: Channel | None = None,
     ) -> None:
-        """Start a mini-batch; stage 0 is handed its micro-batches [(x, y), ...] here."""
+        """Start a mini-batch; stage 0 is handed its micro-batches [(x, y), ...] here. Weights
+        this stage owes the previous one (``--head man``) leave through ``channel`` now."""
         self._batch = batch
         self._num_micro = num_micro
         self._mbs = {}
+        # The training step: the updates done so far (``batch`` also counts a pipelined
+        # executor's evaluation batches); the same number on every executor and after a resume.
+        self._step = int(getattr(self.scheduler, "last_epoch", batch))
+        if self.stage > 0 and channel is not None:
+            back = self.unit.feedback_out(self._step)
+            if back is not None:
+                channel.send_feedback(self.stage, self._step, back)
         if micro_inputs is not None:
             for mb, (x, y) in enumerate(micro_inputs):
                 self._mbs[mb] = _MicroBatch(x=self._input(x), y=y)
@@ -289,6 +313,7 @@ class StageRunner:
             self._mark_skipped(1.0)
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
+            self._take_feedback(ch)  # the next stage sent it anyway
             return
         if self.nan_guard == "skip":
             self._mark_skipped(0.0)  # the logged mean is the share of skipped updates
@@ -299,6 +324,16 @@ class StageRunner:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._take_feedback(ch)
+
+    def _take_feedback(self, ch: Channel) -> None:
+        """After this stage's update of step t: fold in what the next stage sent when it
+        started step t (``--head man``; see scpl.methods.man)."""
+        if self.is_last:
+            return
+        like = self.unit.feedback_in(self._step)
+        if like is not None:
+            self.unit.apply_feedback(ch.recv_feedback(self.stage, self._step, like))
 
     def _mark_skipped(self, value: float) -> None:
         for m in self._mbs.values():

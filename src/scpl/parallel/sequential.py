@@ -37,6 +37,12 @@ class MailboxChannel(Channel):
     def recv_grad(self, stage, batch, mb):
         return self.box.pop(("grad", stage, mb))
 
+    def send_feedback(self, stage, step, tensors):
+        self.box[("feedback", stage - 1, step)] = tensors
+
+    def recv_feedback(self, stage, step, like):
+        return self.box.pop(("feedback", stage, step))
+
 
 class RunnerExecutor(Executor):
     """Shared set-up of executors that hold all K stage runners in this process."""
@@ -140,7 +146,7 @@ class SequentialExecutor(RunnerExecutor):
         micro = split_micro(x, y, self.options.num_micro)
         ch = MailboxChannel()
         for s, r in enumerate(self.runners):
-            r.begin(batch, micro if s == 0 else None, int(y.shape[0]), len(micro))
+            r.begin(batch, micro if s == 0 else None, int(y.shape[0]), len(micro), ch)
         for s, op in self.order:
             self.runners[s].run(op, ch)
         for s, r in enumerate(self.runners):

@@ -229,6 +229,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             **{f"scpl {ll}": {"method": "scpl", "local_loss": ll}
                for ll in ("sim", "supcon+sim", "predsim")},
             "scpl local ce 0.3": {"method": "scpl", "local_ce": 0.3},
+            # The momentum head (MAN, Su et al. 2024): an EMA of the next stage's first conv.
+            "scpl man": {"method": "scpl", "head": "man"},
             **{f"{m} width {w}": {"method": m, "width": w}
                for m in ("bp", "scpl") for w in (0.5, 1.0)},
         },

@@ -86,9 +86,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     """Adam weight decay."""
     head: str = "mlp"
-    """Projection head of hidden stages: identity, linear, mlp or mlp-pool (average-pools the
-    map to 2x2 before the mlp: a light head for wide early maps). Unless a recipe or flag sets
-    it, scpl and early-exit use mlp-pool (paper-* recipes: the paper's mlp)."""
+    """Projection head of hidden stages: identity, linear, mlp, mlp-pool (average-pools the
+    map to 2x2 before the mlp: a light head for wide early maps) or, for scpl on conv models,
+    man (the momentum head: an EMA of the next stage's first convolution plus a learnable bias,
+    then mlp-pool; Su et al. 2024). Unless a recipe or flag sets it, scpl and early-exit use
+    mlp-pool (paper-* recipes: the paper's mlp)."""
     proj_dim: int = 1024
     """Output size of linear/mlp projection heads (the paper's 1024; scpl uses 128 unless a
     recipe or flag sets it)."""
@@ -111,6 +113,12 @@ class TrainConfig:
     similarity matrices of the stage's projection and of the one-hot labels), supcon+sim (their
     sum) or predsim (0.99 sim + 0.01 cross-entropy of a pooled linear classifier); sim and
     predsim from Nøkland & Eidnes 2019, "Training Neural Networks with Local Error Signals"."""
+    man_momentum: float = 0.995
+    """--head man: EMA momentum of each hidden stage's copy of the next stage's first layer
+    (the MAN paper's 0.995)."""
+    man_every: int = 1
+    """--head man: the next stage's first-layer weight travels back every this many steps
+    (stale is fine: the EMA moves 0.5% a step)."""
     al_bridge: str = "flat"
     """AL: input of each stage's bridge, flat (the flattened map, the papers) or pooled (the map
     average-pooled to C x 2 x 2 first, like mlp-pool). On wide early maps the flat bridges are
@@ -401,6 +409,8 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "last_supcon",
         "last_stage",
         "local_loss",
+        "man_momentum",
+        "man_every",
         "al_bridge",
     ),
     "data": (
