@@ -217,16 +217,6 @@ def init_gloo(rank: int, world: int, rdzv: str) -> None:
     dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
 
 
-def free_port() -> int:
-    """A port free now (for subprocesses that join through MASTER_PORT); prefer
-    :func:`rendezvous` for spawned groups."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_dist(world, out_dir, **kwargs):
     """Run ``run_executor('dist', **kwargs)`` on ``world`` gloo processes; return per-rank results."""
     import torch.multiprocessing as mp

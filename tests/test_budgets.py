@@ -139,3 +139,28 @@ def test_budget_added_after_the_trunk_passed_it(tmp_path):
     assert got["test_acc"] == fresh["test_acc"]
     _assert_same(_final(tmp_path / "fresh"), _final(tmp_path / "study" / "steps-10"))
     assert not (tmp_path / "study" / "trunk-fill").exists()
+
+
+def _rec(contender, method, seed, budget, acc):
+    return dict(
+        model="m", contender=contender, method=method, seed=seed, budget_epochs=budget,
+        test_acc=acc, equal_epochs=True, equal_time=False, devices=1 if method == "bp" else 4,
+    )
+
+
+def test_gap_table_pairs_seeds_and_calls_the_trend():
+    """Gaps are paired by seed (mutant: unpaired differences of means would give the same mean
+    but a std from the seeds' spread, 2.0 here instead of 0); the trend is 'closing' only when
+    the last change exceeds the noise, and no call is made on one seed."""
+    from scpl.report.budgets import gap_trend, gaps
+
+    recs = []
+    for seed, base in ((0, 0.80), (1, 0.84)):  # seeds far apart, gaps equal within a budget
+        recs += [_rec("BP", "bp", seed, 1, base), _rec("S", "scpl", seed, 1, base - 0.03)]
+        recs += [_rec("BP", "bp", seed, 2, base + 0.02), _rec("S", "scpl", seed, 2, base + 0.01)]
+    g = gaps(recs, "m", "S", "BP")
+    assert g[1] == pytest.approx([-3.0, -3.0]) and g[2] == pytest.approx([-1.0, -1.0])
+    assert "closing" in gap_trend(g) and "not" not in gap_trend(g)
+    assert "not closing" in gap_trend({1: [-1.0, -2.0], 2: [-1.2, -1.6]})
+    assert "widening" in gap_trend({1: [-1.0, -1.0], 2: [-2.0, -2.0]})
+    assert "no call" in gap_trend({1: [-3.0, -2.0], 2: [-1.0]})

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 
-from parity_utils import free_port
-
 
 def _rank_cmd(out, timeout="30"):
     return [
@@ -40,7 +38,9 @@ def _rank_cmd(out, timeout="30"):
 
 def _start_ranks(out, timeout="30", world=3, extra=()):
     """``world`` ranks of a dist smoke run (one stage per rank unless ``extra`` says otherwise)."""
-    port = free_port()
+    # A file rendezvous of the test's own (SCPL_DIST_INIT): a TCP port found free a moment
+    # earlier could be taken by another job's ranks in between.
+    rdzv = "file://" + os.path.join(os.path.abspath(out), f"rdzv-{time.monotonic_ns()}")
     procs = []
     for rank in range(world):
         env = dict(
@@ -49,8 +49,7 @@ def _start_ranks(out, timeout="30", world=3, extra=()):
             LOCAL_RANK=str(rank),
             WORLD_SIZE=str(world),
             LOCAL_WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
+            SCPL_DIST_INIT=rdzv,
             OMP_NUM_THREADS="1",
         )
         procs.append(

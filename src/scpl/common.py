@@ -112,7 +112,11 @@ def init_distributed(device: torch.device, timeout_s: float = 300.0) -> DistEnv:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    # torchrun's env:// rendezvous by default; SCPL_DIST_INIT (e.g. file:///shared/rdzv) lets
+    # processes started by hand or by a batch system meet without a free TCP port.
+    init = os.environ.get("SCPL_DIST_INIT") or None
+    kw = dict(init_method=init, rank=env.rank, world_size=env.world_size) if init else {}
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kw)
     return env
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -84,7 +83,7 @@ def predict(
     return sim.steady_rate(warmup) * batch * replicas
 
 
-def _worker(rank: int, world: int, port: int, kw: dict, out_dir: str) -> None:
+def _worker(rank: int, world: int, rdzv: str, kw: dict, out_dir: str) -> None:
     import torch.distributed as dist
 
     from scpl.api import pipeline
@@ -93,10 +92,8 @@ def _worker(rank: int, world: int, port: int, kw: dict, out_dir: str) -> None:
     from scpl.parallel import OptimConfig
     from scpl.perf.harness import Proxy, make_batches
 
-    # torch.distributed's rendezvous reads these (the launcher's contract, not a scpl channel).
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
     try:
         proxy = Proxy(**kw["proxy"])
         K, R = kw["stages"], kw["replicas"]
@@ -140,15 +137,6 @@ def _worker(rank: int, world: int, port: int, kw: dict, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    """A free TCP port on this host for the processes' rendezvous."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_dp(
     num_stages: int,
     replicas: int,
@@ -165,7 +153,7 @@ def run_dp(
     import torch.multiprocessing as mp
 
     from scpl.parallel.runner import Event
-    from scpl.perf.harness import Proxy, RunResult, rebase
+    from scpl.perf.harness import Proxy, RunResult, file_rendezvous, rebase
 
     proxy = proxy or Proxy()
     world = num_stages * replicas
@@ -180,7 +168,7 @@ def run_dp(
         proxy=asdict(proxy),
     )
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(world, free_port(), kw, tmp), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, file_rendezvous(tmp), kw, tmp), nprocs=world, join=True)
         res = []
         for r in range(world):
             with open(f"{tmp}/rank{r}.json") as f:

@@ -202,21 +202,17 @@ def rebase(events, skip_batches: int) -> list:
 # -- dist: one process per stage ------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def file_rendezvous(folder: str) -> str:
+    """A ``file://`` rendezvous in ``folder`` for spawned processes: unlike a TCP port found
+    free a moment before, no other job can take it in between."""
+    return "file://" + os.path.join(os.path.abspath(folder), "rendezvous")
 
 
-def _dist_worker(rank: int, world: int, port: int, kw: dict, out_dir: str) -> None:
+def _dist_worker(rank: int, world: int, rdzv: str, kw: dict, out_dir: str) -> None:
     import torch.distributed as dist
 
-    # torch.distributed's rendezvous reads these (the launcher's contract, not a scpl channel).
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=world)
     try:
         proxy = Proxy(**kw["proxy"])
         pipe = proxy_pipeline(
@@ -256,7 +252,7 @@ def run_dist(world: int, **kw) -> list[dict]:
     kw.setdefault("proxy", asdict(Proxy()))
     kw.setdefault("warmup", 1)
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_dist_worker, args=(world, _free_port(), kw, tmp), nprocs=world, join=True)
+        mp.spawn(_dist_worker, args=(world, file_rendezvous(tmp), kw, tmp), nprocs=world, join=True)
         out = []
         for r in range(world):
             with open(f"{tmp}/rank{r}.json") as f:

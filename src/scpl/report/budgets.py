@@ -52,6 +52,65 @@ def _mean(rs: list[dict]) -> float:
     return sum(r["test_acc"] for r in rs) / len(rs)
 
 
+def gaps(records: list[dict], model: str, contender: str, base: str) -> dict[float, list[float]]:
+    """Per budget: ``contender`` minus ``base`` test accuracy (points), one value per seed both
+    ran (paired: same seed, same data order)."""
+    acc = {
+        (r["contender"], r["budget_epochs"], r["seed"]): 100 * r["test_acc"]
+        for r in records
+        if r["model"] == model
+    }
+    out: dict[float, list[float]] = {}
+    for (c, b, seed), a in sorted(acc.items()):
+        if c == contender and (base, b, seed) in acc:
+            out.setdefault(b, []).append(a - acc[(base, b, seed)])
+    return out
+
+
+def gap_trend(by_budget: dict[float, list[float]]) -> str:
+    """Whether a gap is still closing at the longest budget: its change from the budget
+    before, against the noise of the two (std of the paired differences)."""
+    bs = sorted(by_budget)
+    if len(bs) < 2:
+        return "–"
+    (m0, s0), (m1, s1) = (mean_std(by_budget[b]) for b in bs[-2:])
+    noise = math.sqrt(sum(0.0 if math.isnan(s) else s * s for s in (s0, s1)))
+    change = m1 - m0
+    if len(by_budget[bs[-1]]) < 2 or len(by_budget[bs[-2]]) < 2:
+        return f"{change:+.2f} (1 seed: no call)"
+    if abs(change) <= noise:
+        return f"{change:+.2f}, within noise ±{noise:.2f}: not closing"
+    return f"{change:+.2f}: {'closing' if change > 0 else 'widening'} (noise ±{noise:.2f})"
+
+
+def _gap_table(records: list[dict], model: str, budgets: list[float]) -> list[str]:
+    """Each local contender at equal epochs minus BP on one device, per budget."""
+    rs = [r for r in records if r["model"] == model and r["equal_epochs"]]
+    base = next((r["contender"] for r in rs if r["method"] == "bp" and r["devices"] == 1), None)
+    local = list(dict.fromkeys(r["contender"] for r in rs if r["method"] != "bp"))
+    if base is None or not local:
+        return []
+    lines = [
+        "",
+        f"### Gap to {base} at equal epochs (points, paired by seed)",
+        "",
+        "| contender | " + " | ".join(f"{b:g} ep" for b in budgets)
+        + " | last change: still closing? |",
+        "|---|" + "---|" * (len(budgets) + 1),
+    ]
+    for c in local:
+        g = gaps(records, model, c, base)
+        cells = []
+        for b in budgets:
+            if b not in g:
+                cells.append("–")
+                continue
+            m, s = mean_std(g[b])
+            cells.append(f"{m:+.2f}" + (f" ± {s:.2f}" if len(g[b]) > 1 else "") + f" ({len(g[b])})")
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {gap_trend(g)} |")
+    return lines
+
+
 def _table(records: list[dict], model: str, which: str, budgets: list[float]) -> list[str]:
     cells = by_cell(records)
     names = []
@@ -93,6 +152,7 @@ def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
         budgets = sorted({r["budget_epochs"] for r in records if r["model"] == model})
         lines += [f"## {model}", "", "### Equal epochs (each row's own epochs at its own batch)", ""]
         lines += _table(records, model, "equal_epochs", budgets)
+        lines += _gap_table(records, model, budgets)
         timed = [r for r in records if r["model"] == model and r["equal_time"]]
         if any(r["method"] != "bp" for r in timed) and any(r["method"] == "bp" for r in timed):
             k = max(r["devices"] for r in timed)
@@ -156,4 +216,4 @@ def plot_time_curves(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["CURVE_FIELDS", "crossover", "plot_time_curves", "write_budget_report"]
+__all__ = ["CURVE_FIELDS", "crossover", "gap_trend", "gaps", "plot_time_curves", "write_budget_report"]
