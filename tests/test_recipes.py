@@ -162,3 +162,24 @@ def test_method_run_defaults_light_heads_and_paper_recipes_keep_the_papers():
             and paper.local_ce == 0.0
             and paper.head == ("mlp" if ds == "cifar10" else "identity")
         )
+
+
+def test_method_preset_sits_between_recipe_and_flags(monkeypatch):
+    """--preset overrides the recipe and the method's defaults, never an explicit flag.
+    Mutants: preset applied before the recipe (a paper recipe's head mlp would win), preset
+    over the user's flag, an unknown preset silently ignored."""
+    from scpl.errors import ConfigError
+    from scpl.methods.local import SCPL
+    from scpl.training.recipes import make_config
+
+    monkeypatch.setattr(SCPL, "presets", {"x": {"head": "man", "lr": 5e-3}})
+    cfg = make_config("default", {"method": "scpl", "preset": "x"})
+    assert (cfg.head, cfg.lr) == ("man", 5e-3)
+    cfg = make_config("paper-cifar10-vgg-scpl", {"preset": "x"})
+    assert cfg.head == "man"
+    cfg = make_config("default", {"method": "scpl", "preset": "x", "head": "mlp"})
+    assert (cfg.head, cfg.lr) == ("mlp", 5e-3)
+    with pytest.raises(ConfigError, match="unknown --preset 'y'.*presets: x"):
+        make_config("default", {"method": "scpl", "preset": "y"})
+    with pytest.raises(ConfigError, match="for --method bp"):
+        make_config("default", {"method": "bp", "preset": "x"})

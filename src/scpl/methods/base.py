@@ -210,6 +210,8 @@ class Method:
     name: str = ""
     local: bool = True
     """True if every stage has its own loss and its input is detached (no gradient crosses)."""
+    presets: dict[str, dict] = {}
+    """Named option sets (``--preset NAME``): run-config fields a preset sets over the recipe."""
     config_defaults: dict = {}
     """Run-config fields (e.g. lr, lr_schedule) this method trains with unless the recipe or
     the user sets them (applied by ``scpl.training.recipes.make_config``)."""

@@ -26,6 +26,10 @@ def catalogue(experiments: dict | None = None, all_recipes: bool = False) -> str
             lines.append(f"  {name:16s} {reg.describe(name)}")
             if reg is DATASETS:
                 lines += _augment_line(DATASETS.get(name))
+            if reg is METHODS:
+                for preset, opts in getattr(METHODS.get(name), "presets", {}).items():
+                    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items())
+                    lines.append(f"    --preset {preset}: {flags}")
     lines.append("experiments:")
     for name, e in (experiments or {}).items():
         lines.append(f"  {name:20s} {'/'.join(e.models)} x {'/'.join(e.rows)} (recipe {e.recipe})")

@@ -25,6 +25,9 @@ class TrainConfig:
     """Registered model name (see `scpl list`)."""
     method: str = "scpl"
     """Learning method: bp, scpl, early-exit, al."""
+    preset: str = ""
+    """A named set of the method's options (``scpl list`` shows them, e.g. scpl's ``best``):
+    applied over the recipe and the method's defaults; flags given explicitly still win."""
     dataset: str = "fashion-mnist"
     """Registered dataset name."""
     data_dir: str | None = None
@@ -329,6 +332,7 @@ class TrainConfig:
 #     same training).
 FIELD_CLASS: dict[str, str] = {
     "download": "cosmetic",
+    "preset": "cosmetic",  # expanded into the fields it sets, which are what a run computes
     "eval_batch_size": "cosmetic",
     "test_every_epoch": "cosmetic",
     "device": "cosmetic",
@@ -401,6 +405,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "method": (
         "method",
+        "preset",
         "head",
         "proj_dim",
         "temperature",

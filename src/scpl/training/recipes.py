@@ -172,8 +172,14 @@ def make_config(
         if k in names and v is not None:
             values[k] = v
     # The method's own run defaults fill what neither the recipe nor the user set.
-    method_defaults = method_config_defaults(values.get("method", getattr(cls, "method", "")))
+    method = values.get("method", getattr(cls, "method", ""))
+    method_defaults = method_config_defaults(method)
     values = {**{k: v for k, v in method_defaults.items() if k in names}, **values}
+    # A preset overrides the recipe and the defaults, not what the user gave.
+    if values.get("preset"):
+        for k, v in method_preset(method, values["preset"]).items():
+            if given.get(k) is None:
+                values[k] = v
     if values.get("smoke"):
         # Computed from the final model/dataset, so an experiment's overrides are shrunk too.
         shrink = smoke_overrides(values)
@@ -193,6 +199,18 @@ def method_config_defaults(method: str) -> dict[str, Any]:
     from scpl.methods import METHODS  # imports torch: only when a config is built
 
     return dict(METHODS.get(method).config_defaults) if method in METHODS else {}
+
+
+def method_preset(method: str, name: str) -> dict[str, Any]:
+    """The options of ``method``'s preset ``name`` (``Method.presets``); ConfigError naming
+    the presets there are."""
+    from scpl.methods import METHODS
+
+    presets = getattr(METHODS.get(method), "presets", {}) if method in METHODS else {}
+    if name not in presets:
+        have = ", ".join(sorted(presets)) or "none"
+        raise ConfigError(f"unknown --preset {name!r} for --method {method}; its presets: {have}")
+    return dict(presets[name])
 
 
 def parse_overrides(items: list[str], cls: type = TrainConfig) -> dict:
