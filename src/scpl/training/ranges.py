@@ -37,6 +37,8 @@ RANGES: dict[str, tuple] = {
     "proj_dim": (1, 65536, ", e.g. 128"),
     "temperature": ((0, OPEN), 1e4, ", e.g. 0.1"),
     "local_ce": (0, 1e4, " (0 = SupCon only)"),
+    "man_momentum": (0, (1, OPEN), ", e.g. 0.995"),
+    "man_every": (1, _BIG, " (steps)"),
     "val_fraction": (0, (1, OPEN), ""),
     "seed": (0, 2**63 - 1, ""),
     "micro_batches": (1, 2**24, ""),
