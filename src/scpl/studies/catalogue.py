@@ -213,6 +213,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         {
             **method_rows(("bp", "early-exit", "scpl")),
             "scpl batch 1024": {"method": "scpl", "batch_size": 1024},
+            # Issue 23's best lever on the same curves (the momentum head, MAN).
+            "scpl man": {"method": "scpl", "head": "man"},
         },
         {**_FMNIST, "augment": "two-view-ref", "lr": 3e-3, "max_steps": 0,
          "test_every_epoch": False, "checkpoint_every": 100},
