@@ -164,3 +164,20 @@ def test_gap_table_pairs_seeds_and_calls_the_trend():
     assert "not closing" in gap_trend({1: [-1.0, -2.0], 2: [-1.2, -1.6]})
     assert "widening" in gap_trend({1: [-1.0, -1.0], 2: [-2.0, -2.0]})
     assert "no call" in gap_trend({1: [-3.0, -2.0], 2: [-1.0]})
+
+
+def test_gap_table_compares_at_the_same_width(tmp_path):
+    """A width-sweep row is compared with BP at its own width (mutant: every row against the
+    first BP row, which would print -6.00 here instead of -1.00)."""
+    from scpl.report.budgets import _gap_table
+
+    recs = []
+    for w, base in ((0.25, 0.80), (0.5, 0.85)):
+        tag = "" if w == 0.25 else f" width {w}"
+        for seed in (0, 1):
+            for b in (1, 2):
+                recs.append({**_rec(f"BP{tag}", "bp", seed, b, base), "width": w})
+                recs.append({**_rec(f"S{tag}", "scpl", seed, b, base - 0.01), "width": w})
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in _gap_table(recs, "m", [1, 2])}
+    assert "BP width 0.5" in rows["S width 0.5"] and "-1.00" in rows["S width 0.5"]
+    assert "-6.00" not in "\n".join(rows.values())

@@ -86,19 +86,24 @@ def gap_trend(by_budget: dict[float, list[float]]) -> str:
 def _gap_table(records: list[dict], model: str, budgets: list[float]) -> list[str]:
     """Each local contender at equal epochs minus BP on one device, per budget."""
     rs = [r for r in records if r["model"] == model and r["equal_epochs"]]
-    base = next((r["contender"] for r in rs if r["method"] == "bp" and r["devices"] == 1), None)
-    local = list(dict.fromkeys(r["contender"] for r in rs if r["method"] != "bp"))
-    if base is None or not local:
+    # Each local contender against BP on one device at the same width (a width sweep's rows).
+    bases = {}
+    for r in rs:
+        if r["method"] == "bp" and r["devices"] == 1:
+            bases.setdefault(r.get("width"), r["contender"])
+    local = {r["contender"]: r.get("width") for r in rs if r["method"] != "bp"}
+    local = {c: bases[w] for c, w in local.items() if w in bases}
+    if not local:
         return []
     lines = [
         "",
-        f"### Gap to {base} at equal epochs (points, paired by seed)",
+        "### Gap to BP on one device at equal epochs (points, paired by seed; same width)",
         "",
-        "| contender | " + " | ".join(f"{b:g} ep" for b in budgets)
+        "| contender | vs | " + " | ".join(f"{b:g} ep" for b in budgets)
         + " | last change: still closing? |",
-        "|---|" + "---|" * (len(budgets) + 1),
+        "|---|---|" + "---|" * (len(budgets) + 1),
     ]
-    for c in local:
+    for c, base in local.items():
         g = gaps(records, model, c, base)
         cells = []
         for b in budgets:
@@ -107,7 +112,7 @@ def _gap_table(records: list[dict], model: str, budgets: list[float]) -> list[st
                 continue
             m, s = mean_std(g[b])
             cells.append(f"{m:+.2f}" + (f" ± {s:.2f}" if len(g[b]) > 1 else "") + f" ({len(g[b])})")
-        lines.append(f"| {c} | " + " | ".join(cells) + f" | {gap_trend(g)} |")
+        lines.append(f"| {c} | {base} | " + " | ".join(cells) + f" | {gap_trend(g)} |")
     return lines
 
 

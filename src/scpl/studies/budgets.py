@@ -370,6 +370,7 @@ def run_budget_study(
                         "sim_seconds": total * ln.sec_per_step,
                         "test_acc": s["test_acc"],
                         "val_acc": s["best_val_acc"],
+                        "width": cfg.width,
                         "devices": ln.devices,
                         "schedule": ln.schedule,
                         "equal_time": ln.equal_time,
