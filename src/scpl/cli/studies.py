@@ -10,7 +10,7 @@ from scpl.cli.args import ints, names, options_from
 
 
 def add_study_commands(sub) -> None:
-    """Add the bench, profile and epoch-time subcommands to ``sub`` (argparse subparsers)."""
+    """Add the bench, profile, epoch-time and probe subcommands to ``sub`` (argparse subparsers)."""
     p = sub.add_parser(
         "bench",
         help="pipeline benchmarks (emulated devices, simulator, balancing, real compute)",
@@ -41,6 +41,34 @@ def add_study_commands(sub) -> None:
     )
     add_epoch_time_arguments(p)
     p.set_defaults(func=cmd_epoch_time)
+
+    p = sub.add_parser(
+        "probe",
+        help="linear probe of every stage's output of finished runs: where local learning "
+        "keeps or loses what the classifier needs",
+    )
+    p.add_argument("runs", nargs="+", help="run folders (with summary.json and final.rank0.pt)")
+    p.add_argument("--train-samples", type=int, default=10000, help="probe training samples")
+    p.add_argument("--pool", type=int, default=4, help="average-pool maps to POOL x POOL first")
+    p.add_argument("--out", default=None, help="also write the table (.md) and JSON here")
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from scpl.studies.probe import probe_run, probe_table
+
+    results = [probe_run(Path(r), args.train_samples, args.pool) for r in args.runs]
+    table = probe_table(results)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "probe.md").write_text(table + "\n")
+        (out / "probe.json").write_text(json.dumps(results, indent=1))
+    return 0
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
