@@ -55,6 +55,10 @@ class MethodConfig:
     labels; Nøkland & Eidnes 2019), supcon+sim (their sum, weight 1 each) or predsim (0.99 sim +
     0.01 cross-entropy of a pooled linear classifier per hidden stage; Nøkland & Eidnes). Where
     last_stage says "supcon" it means this objective."""
+    local_recon: float = 0.0
+    """SCPL: weight of a reconstruction term on every hidden stage: a decoder (one 3x3 conv, then
+    a resize) predicts the stage's own input from its output, MSE (``scpl.methods.recon``; after
+    InfoPro, Wang et al. 2021). 0 = off (the paper)."""
     man_momentum: float = 0.995
     """SCPL ``--head man``: EMA momentum of the head's copy of the next stage's first layer
     (the MAN paper's 0.995)."""
@@ -128,6 +132,10 @@ class StageUnit(nn.Module):
     ``forward`` is inference (body only); ``loss`` returns (total, terms) for the stage's local
     objective, or (None, {}) for a stage without one (hidden stages under BP).
     """
+
+    wants_input = False
+    """True when ``loss`` takes the stage's (detached) input as a third argument (SCPL's
+    ``--local-recon``); executors and cost models then pass it."""
 
     feature_gather = None
     """Under data parallelism, set by the executor: ``(z, y) -> (z_all, y_all)`` gathering the

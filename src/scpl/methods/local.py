@@ -8,6 +8,7 @@ from torch import nn
 from scpl.errors import ConfigError
 from scpl.methods.base import METHODS, Method, MethodConfig, StageUnit, make_head
 from scpl.methods.man import MomentumHead, feedback_due, next_first_conv
+from scpl.methods.recon import InputDecoder, recon_loss
 from scpl.methods.similarity import (
     LOCAL_LOSSES,
     PREDSIM_BETA,
@@ -69,6 +70,10 @@ class SCPLUnit(StageUnit):
             self.aux["local_ce"] = make_head(
                 "pool-linear", self.feature_dim, model.num_classes, shape=self.out_shape
             )
+        if not self.is_last and cfg.local_recon > 0:
+            in_shape = model.input_shape if index == 0 else model.stage_shapes[index - 1]
+            self.aux["recon"] = InputDecoder(self.out_shape, tuple(in_shape))
+            self.wants_input = True  # the runner passes the stage input to loss()
         if not self.is_last and cfg.local_loss == "predsim":
             # predsim's "pred" classifier; on the last stage the model's classifier plays it.
             self.aux["pred"] = make_head(
@@ -101,8 +106,12 @@ class SCPLUnit(StageUnit):
             terms["sim"] = PREDSIM_BETA * sim if kind == "predsim" else sim
         return terms
 
-    def loss(self, out, y):
+    def loss(self, out, y, x=None):
         terms: dict[str, torch.Tensor] = {}
+        if "recon" in self.aux:
+            target = x[0] if isinstance(x, tuple) else x
+            pred = self.aux["recon"](out[0] if isinstance(out, tuple) else out)
+            terms["recon"] = self.cfg.local_recon * recon_loss(pred, target)
         if "head" in self.aux:
             z = self.aux["head"](self.features(out))
             zy = (z, y) if self.feature_gather is None else self.feature_gather(z, y)

@@ -182,6 +182,7 @@ def flop_op_costs(
     local_ce: float = 0.0,
     local_loss: str = "supcon",
     al_bridge: str = "flat",
+    local_recon: float = 0.0,
 ) -> Costs:
     """Op costs of a compute-bound device of ``flops_per_s``: the FLOPs of each stage's F, L and B
     (counted by torch.utils.flop_counter on one training step: matmuls and convolutions only).
@@ -202,7 +203,12 @@ def flop_op_costs(
     kw = dict(model_kwargs or {})
     m = build_model(model, tuple(input_shape), num_classes, num_stages, width, partition, **kw)
     mcfg = MethodConfig(
-        head=head, proj_dim=proj_dim, local_ce=local_ce, local_loss=local_loss, al_bridge=al_bridge
+        head=head,
+        proj_dim=proj_dim,
+        local_ce=local_ce,
+        local_loss=local_loss,
+        al_bridge=al_bridge,
+        local_recon=local_recon,
     )
     meth = build_method(method, mcfg)
     units = meth.attach(m)
@@ -218,7 +224,7 @@ def flop_op_costs(
             out = unit.forward_train(x, y)  # AL carries targets: its output is not its input
         f = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
-            loss, _ = unit.loss(out, y)
+            loss, _ = unit.loss(out, y, x) if unit.wants_input else unit.loss(out, y)
         lf = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
             if loss is not None and (meth.local or s == num_stages - 1):

@@ -233,6 +233,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             "scpl local ce 0.3": {"method": "scpl", "local_ce": 0.3},
             # The momentum head (MAN, Su et al. 2024): an EMA of the next stage's first conv.
             "scpl man": {"method": "scpl", "head": "man"},
+            # Each hidden stage also reconstructs its input (after InfoPro; scpl probe showed
+            # the local stages' information collapse).
+            **{f"scpl recon {w}": {"method": "scpl", "local_recon": w} for w in (0.1, 1.0)},
             **{f"{m} width {w}": {"method": m, "width": w}
                for m in ("bp", "scpl") for w in (0.5, 1.0)},
         },

@@ -93,7 +93,12 @@ def run_profile(cfg: TrainConfig, method: str):
         seed=cfg.seed,
         # SCPL's extra classifiers and similarity losses, AL's bridge input: priced as trained.
         method_options=(
-            {"local_ce": cfg.local_ce, "local_loss": cfg.local_loss, "al_bridge": cfg.al_bridge}
+            {
+                "local_ce": cfg.local_ce,
+                "local_loss": cfg.local_loss,
+                "al_bridge": cfg.al_bridge,
+                "local_recon": cfg.local_recon,
+            }
             if local
             else None
         ),

@@ -116,6 +116,10 @@ class TrainConfig:
     similarity matrices of the stage's projection and of the one-hot labels), supcon+sim (their
     sum) or predsim (0.99 sim + 0.01 cross-entropy of a pooled linear classifier); sim and
     predsim from Nøkland & Eidnes 2019, "Training Neural Networks with Local Error Signals"."""
+    local_recon: float = 0.0
+    """SCPL: weight of a reconstruction term on each hidden stage (a 3x3 conv + resize decoder
+    predicts the stage's own input from its output, MSE; after InfoPro, Wang et al. 2021); 0 =
+    off (the paper). Conv models only."""
     man_momentum: float = 0.995
     """--head man: EMA momentum of each hidden stage's copy of the next stage's first layer
     (the MAN paper's 0.995)."""
@@ -414,6 +418,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "last_supcon",
         "last_stage",
         "local_loss",
+        "local_recon",
         "man_momentum",
         "man_every",
         "al_bridge",

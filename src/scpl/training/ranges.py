@@ -37,6 +37,7 @@ RANGES: dict[str, tuple] = {
     "proj_dim": (1, 65536, ", e.g. 128"),
     "temperature": ((0, OPEN), 1e4, ", e.g. 0.1"),
     "local_ce": (0, 1e4, " (0 = SupCon only)"),
+    "local_recon": (0, 1e4, " (0 = off), e.g. 1"),
     "man_momentum": (0, (1, OPEN), ", e.g. 0.995"),
     "man_every": (1, _BIG, " (steps)"),
     "val_fraction": (0, (1, OPEN), ""),
