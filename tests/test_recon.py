@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from parity_utils import assert_states_equal, make_batches, make_pipeline, run_dist, run_executor
 
+from parity_utils import assert_states_equal, make_batches, make_pipeline, run_dist, run_executor
 from scpl.errors import ConfigError
 
 RECON = {"local_recon": 0.5}
