@@ -181,3 +181,17 @@ def test_gap_table_compares_at_the_same_width(tmp_path):
     rows = {ln.split(" | ")[0].strip("| "): ln for ln in _gap_table(recs, "m", [1, 2])}
     assert "BP width 0.5" in rows["S width 0.5"] and "-1.00" in rows["S width 0.5"]
     assert "-6.00" not in "\n".join(rows.values())
+
+
+def test_budget_study_keeps_earlier_cells(tmp_path):
+    """A second invocation over other rows keeps the first one's cells in curves.json
+    (mutant: records of this invocation only -- the bp row would vanish)."""
+    from scpl.studies.budgets import run_budget_study
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    run_budget_study("smoke", 1, tmp_path, "1", rows=("bp",), echo=quiet)
+    run_budget_study("smoke", 1, tmp_path, "1", rows=("scpl",), echo=quiet)
+    got = json.loads((tmp_path / "curves.json").read_text())["records"]
+    assert sorted(r["row"] for r in got) == ["bp", "scpl"]
+    run_budget_study("smoke", 1, tmp_path, "1", rows=("scpl",), echo=quiet)  # read back
+    assert len(json.loads((tmp_path / "curves.json").read_text())["records"]) == 2

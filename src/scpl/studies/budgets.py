@@ -326,7 +326,10 @@ def run_budget_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_path = out_dir / "budget_runs.jsonl"
     meta = run_meta(name, exp, trials) | {"budgets": budgets, "devices_sim": num_devices}
-    records: list[dict] = []
+    # Cells an earlier invocation finished and this one does not train (other rows, seeds or
+    # budgets) stay in the tables: a study grows over invocations. A cell trained again
+    # replaces its record; one whose run folder is gone is dropped.
+    records = [r for r in _read_records(runs_path) if (Path(r["run"]) / "summary.json").exists()]
     for model in models or exp.models:
         values = {**exp.overrides, **exp.per_model.get(model, {}), **(overrides or {})}
         values.update(model=model, lr_schedule="wsd")
@@ -384,11 +387,24 @@ def run_budget_study(
                         if (r["model"], r["contender"], r["seed"], r["budget_epochs"])
                         != (model, ln.label, seed, b)
                     ] + [rec]
-                    # This invocation's records (a finished run is read back, not retrained).
+                    # A finished run is read back, not retrained.
                     with atomic_write(runs_path, mode="w") as f:
                         f.write("".join(json.dumps(r) + "\n" for r in records))
                     write_budget_report(records, out_dir, meta)
     return records
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The records of ``budget_runs.jsonl`` (a torn last line is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 __all__ = ["Line", "parse_budgets", "run_budget_study", "train_branches"]
