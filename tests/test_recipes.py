@@ -183,3 +183,17 @@ def test_method_preset_sits_between_recipe_and_flags(monkeypatch):
         make_config("default", {"method": "scpl", "preset": "y"})
     with pytest.raises(ConfigError, match="for --method bp"):
         make_config("default", {"method": "bp", "preset": "x"})
+
+
+def test_scpl_presets_paper_and_best():
+    """paper-* recipes keep the paper's form unless a preset is asked for; --preset paper
+    gives that form on any recipe; --preset best is the measured best variant."""
+    from scpl.methods.local import SCPL
+    from scpl.training.recipes import make_config
+
+    paper = make_config("paper-cifar10-vgg-scpl", {})
+    fields = SCPL.presets["paper"]
+    assert {k: getattr(paper, k) for k in fields} == fields
+    assert {k: getattr(make_config("default", {"preset": "paper"}), k) for k in fields} == fields
+    best = make_config("paper-cifar10-vgg-scpl", {"preset": "best"})
+    assert {k: getattr(best, k) for k in SCPL.presets["best"]} == SCPL.presets["best"]
