@@ -401,9 +401,13 @@ def _read_records(path: Path) -> list[dict]:
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            r = json.loads(line)
         except json.JSONDecodeError:
             continue
+        summary = Path(r.get("run", "")) / "summary.json"
+        if "width" not in r and summary.exists():  # recorded before records carried it
+            r["width"] = json.loads(summary.read_text())["config"].get("width")
+        out.append(r)
     return out
 
 
