@@ -117,15 +117,12 @@ class TrainConfig:
     sum) or predsim (0.99 sim + 0.01 cross-entropy of a pooled linear classifier); sim and
     predsim from Nøkland & Eidnes 2019, "Training Neural Networks with Local Error Signals"."""
     local_recon: float = 0.0
-    """SCPL: weight of a reconstruction term on each hidden stage (a 3x3 conv + resize decoder
-    predicts the stage's own input from its output, MSE; after InfoPro, Wang et al. 2021); 0 =
-    off (the paper). Conv models only."""
+    """SCPL: weight of a term making each hidden stage reconstruct its own input (3x3 conv +
+    resize decoder, MSE; after InfoPro, Wang et al. 2021); 0 = off (the paper). Conv models."""
     man_momentum: float = 0.995
-    """--head man: EMA momentum of each hidden stage's copy of the next stage's first layer
-    (the MAN paper's 0.995)."""
+    """--head man: EMA momentum of each hidden stage's copy of the next stage's first layer."""
     man_every: int = 1
-    """--head man: the next stage's first-layer weight travels back every this many steps
-    (stale is fine: the EMA moves 0.5% a step)."""
+    """--head man: the next stage's first-layer weight travels back every this many steps."""
     al_bridge: str = "flat"
     """AL: input of each stage's bridge, flat (the flattened map, the papers) or pooled (the map
     average-pooled to C x 2 x 2 first, like mlp-pool). On wide early maps the flat bridges are
