@@ -34,25 +34,15 @@ def test_parity_man_local_executor(model, shape):
     """Pipelined threads are bitwise the sequential reference (weights incl. the EMA, logged
     terms, evaluation), with the weight sent back every step and every second step."""
     for every in (1, 2):
-        opts = {**MAN, "man_every": every}
-        ref, ref_m, ref_acc, _ = run_executor(
-            "sequential",
-            "sequential",
+        kw = dict(
             model=model,
             stages=3,
             input_shape=shape,
             steps=4,
-            method_options=opts,
+            method_options={**MAN, "man_every": every},
         )
-        got, m, acc, _ = run_executor(
-            "local",
-            "scpl",
-            model=model,
-            stages=3,
-            input_shape=shape,
-            steps=4,
-            method_options=opts,
-        )
+        ref, ref_m, ref_acc, _ = run_executor("sequential", "sequential", **kw)
+        got, m, acc, _ = run_executor("local", "scpl", **kw)
         assert_states_equal(ref, got)
         assert (m, acc) == (ref_m, ref_acc)
 

@@ -179,6 +179,11 @@ class StageUnit(nn.Module):
     def loss(self, out, y: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def stage_loss(self, out, y: torch.Tensor, x):
+        """``loss`` as executors and cost models call it: the stage's input ``x`` is passed
+        only to units that want it (``wants_input``)."""
+        return self.loss(out, y, x) if self.wants_input else self.loss(out, y)
+
     def inference_export(self) -> nn.Module | None:
         """A module of this stage that the *last* stage needs at inference (AL's decoders);
         executors that keep stages in separate processes ship its weights there."""

@@ -73,7 +73,7 @@ class SCPLUnit(StageUnit):
         if not self.is_last and cfg.local_recon > 0:
             in_shape = model.input_shape if index == 0 else model.stage_shapes[index - 1]
             self.aux["recon"] = InputDecoder(self.out_shape, tuple(in_shape))
-            self.wants_input = True  # the runner passes the stage input to loss()
+            self.wants_input = True  # stage_loss passes the stage input to loss()
         if not self.is_last and cfg.local_loss == "predsim":
             # predsim's "pred" classifier; on the last stage the model's classifier plays it.
             self.aux["pred"] = make_head(

@@ -273,10 +273,7 @@ class StageRunner:
     def _op_L(self, mb: int, ch: Channel) -> None:
         m = self._mbs[mb]
         with self.autocast():
-            if self.unit.wants_input:
-                loss, terms = self.unit.loss(m.out, m.y, m.x)
-            else:
-                loss, terms = self.unit.loss(m.out, m.y)
+            loss, terms = self.unit.stage_loss(m.out, m.y, m.x)
         m.terms = {k: v.detach() for k, v in terms.items()}
         if loss is not None and self._num_micro > 1:
             # Equal micro-batches (split_micro checks divisibility): weighting each loss by 1/m

@@ -238,8 +238,7 @@ def _count(
         out_d = _detach(out, grad=True)
         hs = _Saved(unit.parameters())
         with hs.hooks():
-            args = (out_d, y, _detach(x_in)) if unit.wants_input else (out_d, y)
-            (loss, _), lf = _flops(lambda u=unit, a=args: u.loss(*a))
+            (loss, _), lf = _flops(lambda u=unit, o=out_d, xi=x_in: u.stage_loss(o, y, xi))
         lb = _flops(loss.backward)[1] if loss is not None else 0.0
         if unit.is_last:
             out_d2 = _detach(out, grad=True)

@@ -224,7 +224,7 @@ def flop_op_costs(
             out = unit.forward_train(x, y)  # AL carries targets: its output is not its input
         f = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
-            loss, _ = unit.loss(out, y, x) if unit.wants_input else unit.loss(out, y)
+            loss, _ = unit.stage_loss(out, y, x)
         lf = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
             if loss is not None and (meth.local or s == num_stages - 1):

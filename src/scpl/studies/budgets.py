@@ -40,6 +40,7 @@ from scpl.studies.experiment import (
     computation_key,
     newest_checkpoint,
     pin_threads,
+    read_jsonl,
     resolve_experiment,
     run_meta,
     select_rows,
@@ -329,7 +330,7 @@ def run_budget_study(
     # Cells an earlier invocation finished and this one does not train (other rows, seeds or
     # budgets) stay in the tables: a study grows over invocations. A cell trained again
     # replaces its record; one whose run folder is gone is dropped.
-    records = [r for r in _read_records(runs_path) if (Path(r["run"]) / "summary.json").exists()]
+    records = _read_records(runs_path)
     for model in models or exp.models:
         values = {**exp.overrides, **exp.per_model.get(model, {}), **(overrides or {})}
         values.update(model=model, lr_schedule="wsd")
@@ -395,17 +396,13 @@ def run_budget_study(
 
 
 def _read_records(path: Path) -> list[dict]:
-    """The records of ``budget_runs.jsonl`` (a torn last line is skipped)."""
-    if not path.exists():
-        return []
+    """The records of ``budget_runs.jsonl`` whose run folders still hold their summary."""
     out = []
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for r in read_jsonl(path):
         summary = Path(r.get("run", "")) / "summary.json"
-        if "width" not in r and summary.exists():  # recorded before records carried it
+        if not summary.exists():
+            continue
+        if "width" not in r:  # recorded before records carried it
             r["width"] = json.loads(summary.read_text())["config"].get("width")
         out.append(r)
     return out

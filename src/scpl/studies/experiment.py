@@ -222,19 +222,26 @@ def _sibling_runs(out_dir: Path) -> dict[str, dict]:
     return found
 
 
-def _done_runs(path: Path) -> dict:
-    done = {}
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (none if it does not exist). A line torn by a crash
+    mid-append is skipped: that record is simply not there yet."""
+    out = []
     if path.exists():
         for line in path.read_text().splitlines():
             if not line.strip():
                 continue
             try:
-                r = json.loads(line)
+                out.append(json.loads(line))
             except json.JSONDecodeError:
-                # A line torn by a crash mid-append: that run is simply not done yet.
                 continue
-            r.setdefault("row", r["method"])  # runs.jsonl before rows existed
-            done[(r["model"], r["row"], r["seed"])] = r
+    return out
+
+
+def _done_runs(path: Path) -> dict:
+    done = {}
+    for r in read_jsonl(path):
+        r.setdefault("row", r["method"])  # runs.jsonl before rows existed
+        done[(r["model"], r["row"], r["seed"])] = r
     return done
 
 
