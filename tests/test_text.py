@@ -446,16 +446,70 @@ def test_padding_invariance(name):
         torch.testing.assert_close(model((noisy, lengths)), model((tokens, lengths)))
 
 
+def _packed_reference(layer, x, lengths):
+    """PyTorch's packed bidirectional LSTM with ``layer``'s weights: outputs and final states."""
+    ref = torch.nn.LSTM(x.shape[-1], layer.fwd.hidden_size, batch_first=True, bidirectional=True)
+    ref.load_state_dict(
+        {
+            k: v
+            for d, s in ((layer.fwd, ""), (layer.bwd, "_reverse"))
+            for k, v in ((n + s, p) for n, p in d.state_dict().items())
+        }
+    )
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        x, lengths, batch_first=True, enforce_sorted=False
+    )
+    out, (h_n, _) = ref(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, h_n
+
+
+def test_lstm_layer_is_the_packed_bidirectional_lstm():
+    """The padded two-direction layer against PyTorch's packed bidirectional LSTM (outputs,
+    final states, input gradients), lengths 1..T. Mutants caught: reversing whole rows (not
+    within each length); un-reversing the backward output skipped; padding outputs not zeroed."""
+    from scpl.models.text import BiLSTMLayer
+
+    torch.manual_seed(0)
+    layer = BiLSTMLayer(6, 5)
+    lengths = torch.tensor([9, 1, 4, 7, 9, 2])
+    x = torch.randn(6, 9, 6) * (torch.arange(9)[None, :, None] < lengths[:, None, None])
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, _ = layer((x1, lengths))
+    ref, h_n = _packed_reference(layer, x2, lengths)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    from scpl.models.text import last_states
+
+    torch.testing.assert_close(last_states(out, lengths), torch.cat([h_n[0], h_n[1]], -1))
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    (ref * g).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_lstm_layer_loads_a_packed_lstm_state_dict():
+    """Checkpoints from the packed ``nn.LSTM(bidirectional=True)`` layer (keys lstm.*) load,
+    and the parameters start as that layer's would from the same seed."""
+    from scpl.models.text import BiLSTMLayer
+
+    torch.manual_seed(3)
+    old = torch.nn.LSTM(4, 3, batch_first=True, bidirectional=True)
+    torch.manual_seed(3)
+    layer = BiLSTMLayer(4, 3)
+    fresh = BiLSTMLayer(4, 3)
+    fresh.load_state_dict({f"lstm.{k}": v for k, v in old.state_dict().items()})
+    for m in (layer, fresh):
+        torch.testing.assert_close(m.fwd.weight_hh_l0, old.weight_hh_l0, atol=0, rtol=0)
+        torch.testing.assert_close(m.bwd.bias_ih_l0, old.bias_ih_l0_reverse, atol=0, rtol=0)
+
+
 def test_lstm_last_pool_is_the_final_states():
     model = tiny("lstm", k=2, pool="last").eval()
     tokens, lengths = batch()
     with torch.no_grad():
         h, _ = run_stages(model, (tokens, lengths))[-1]
         emb, _ = model.stages[0]((tokens, lengths))
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            emb, lengths, batch_first=True, enforce_sorted=False
-        )
-        _, (h_n, _) = model.stages[1].lstm(packed)
+        _, h_n = _packed_reference(model.stages[1], emb, lengths)
         from scpl.models.text import last_states
 
         torch.testing.assert_close(last_states(h, lengths), torch.cat([h_n[0], h_n[1]], -1))

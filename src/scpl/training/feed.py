@@ -26,7 +26,7 @@ def batch_to(split: Split, idx: torch.Tensor, device: torch.device):
         x = x[:, : int(lengths.max())]
         if device.type == "cuda":
             x, y = x.pin_memory(), y.pin_memory()
-        # Lengths stay on the host: the LSTM packs by them there, so no stage syncs to read them.
+        # Lengths stay on the host; each stage copies them to its device without blocking.
         return (x.to(device, non_blocking=True), lengths), y.to(device, non_blocking=True)
     if device.type == "cuda":
         x, y = x.pin_memory(), y.pin_memory()
