@@ -156,3 +156,25 @@ def test_balance_cli_flops_prints_paper_and_auto(capsys):
     assert "paper:" in out and "auto:" in out
     line = [ln for ln in out.splitlines() if ln.startswith("--partition ")][0]
     assert sum(int(v) for v in line.split()[1].split(",")) == 6
+
+
+@pytest.mark.parametrize(
+    "model,shape,kw",
+    [("lstm", (12,), {"vocab_size": 50, "embed_dim": 8}), ("convnet", (1, 8, 8), {})],
+)
+def test_flop_profile_prices_al_on_text_and_vision(model, shape, kw):
+    """AL's named training output wraps a text model's (h, lengths) tuple; the cost model still
+    prices every stage and the classifier (it used to fail on the LSTM: the budget study's
+    --time-to-accuracy could not run AL on BBC News)."""
+    from scpl.perf.costmodel import profile_model
+
+    prof = profile_model(model, "al", shape, 5, 0.125, 4, "mlp", 16, 4, kw)
+    assert all(f > 0 for f in prof.fwd) and prof.bp_loss_fwd[-1] > 0
+
+
+def test_al_bridge_names_the_heads_it_takes():
+    from scpl.errors import ConfigError
+    from scpl.methods.al import make_bridge
+
+    with pytest.raises(ConfigError, match="--head mlp, linear or identity.*--al-bridge pooled"):
+        make_bridge("mlp-pool", 8, 4)

@@ -177,7 +177,10 @@ def make_bridge(
         )
     if kind in ("linear", "identity"):
         return nn.Sequential(*pool, nn.Linear(dim, t_dim), nn.Sigmoid())
-    raise ConfigError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+    raise ConfigError(
+        f"AL's bridge takes --head mlp, linear or identity, not {kind!r} (for a pooled bridge "
+        "on a conv net: --al-bridge pooled)"
+    )
 
 
 class ALUnit(StageUnit):

@@ -97,7 +97,10 @@ def _batch(input_shape: Sequence[int], b: int, num_classes: int, vocab: int, see
 
 
 def _main(x):
-    return x[0] if isinstance(x, tuple) else x
+    # The activation's tensor: AL's named output holds a text model's (h, lengths) tuple.
+    while isinstance(x, tuple):
+        x = x[0]
+    return x
 
 
 def _detach(x, grad: bool = False):
@@ -241,7 +244,8 @@ def _count(
             (loss, _), lf = _flops(lambda u=unit, o=out_d, xi=x_in: u.stage_loss(o, y, xi))
         lb = _flops(loss.backward)[1] if loss is not None else 0.0
         if unit.is_last:
-            out_d2 = _detach(out, grad=True)
+            # A named training output (AL's) leads with the activation the classifier reads.
+            out_d2 = _detach(out[0] if hasattr(out, "_fields") else out, grad=True)
             ce, bf = _flops(lambda u=unit, o=out_d2: F.cross_entropy(u.predict(o), y))
             bb = _flops(ce.backward)[1]
         else:
