@@ -231,6 +231,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             **{f"scpl {ll}": {"method": "scpl", "local_loss": ll}
                for ll in ("sim", "supcon+sim", "predsim")},
             "scpl local ce 0.3": {"method": "scpl", "local_ce": 0.3},
+            # The paper's head (MLP on the flattened map, 1024-d) against the light default.
+            "scpl paper head": {"method": "scpl", "head": "mlp", "proj_dim": 1024},
             # The momentum head (MAN, Su et al. 2024): an EMA of the next stage's first conv.
             "scpl man": {"method": "scpl", "head": "man"},
             # Each hidden stage also reconstructs its input (after InfoPro; scpl probe showed
