@@ -10,6 +10,9 @@ over replicas like a BatchNorm statistic.
 
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
 
@@ -131,6 +134,24 @@ def test_man_head_structure():
     assert "weight" in dict(head.named_buffers()) and "bias" in dict(head.named_parameters())
     assert torch.equal(head.weight, _first_conv(units[1]).weight)
     assert not isinstance(units[2].aux["head"], MomentumHead)
+    pipe.close()
+
+
+def test_man_head_loads_checkpoints_from_before_make_head():
+    """The head's pool + MLP come from make_head (keys tail.3/tail.5); state dicts written when
+    it built its own MLP (keys mlp.0/mlp.2) still load, to the same outputs. Mutant caught:
+    the key map swapped (a shape error on load)."""
+    pipe = make_pipeline("sequential", "sequential", stages=3, method_options=MAN)
+    head = pipe.executor.runners[0].unit.aux["head"]
+    state = head.state_dict()
+    old = {k.replace("tail.3.", "mlp.0.").replace("tail.5.", "mlp.2."): v for k, v in state.items()}
+    assert any(k.startswith("mlp.0.") for k in old) and not any("tail" in k for k in old)
+    fresh = copy.deepcopy(head)
+    for p in fresh.parameters():
+        torch.nn.init.zeros_(p)
+    fresh.load_state_dict(old)
+    feats = torch.randn(3, math.prod(head.shape))
+    torch.testing.assert_close(fresh(feats), head(feats), rtol=0, atol=0)
     pipe.close()
 
 

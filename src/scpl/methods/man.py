@@ -20,14 +20,12 @@ state of a pipeline the slowest stage sets the pace anyway.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from scpl.errors import ConfigError
-from scpl.methods.base import POOL_SIZE
+from scpl.methods.base import make_head
 
 
 def next_first_conv(stages: nn.ModuleList, index: int) -> nn.Conv2d:
@@ -80,9 +78,11 @@ class MomentumHead(nn.Module):
         oh = h + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1
         ow = w + 2 * conv.padding[1] - conv.dilation[1] * (conv.kernel_size[1] - 1) - 1
         oh, ow = oh // conv.stride[0] + 1, ow // conv.stride[1] + 1
-        self.side = (min(POOL_SIZE, oh), min(POOL_SIZE, ow))
-        pooled = conv.out_channels * math.prod(self.side)
-        self.mlp = nn.Sequential(nn.Linear(pooled, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+        # The mlp-pool head's pooling and MLP over the (ReLU of the) mirrored convolution.
+        self.tail = make_head(
+            "mlp-pool", conv.out_channels * oh * ow, out_dim, hidden, (conv.out_channels, oh, ow)
+        )
+        self.register_load_state_dict_pre_hook(_earlier_keys)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = feats.reshape(feats.shape[0], *self.shape)
@@ -90,13 +90,19 @@ class MomentumHead(nn.Module):
         x = F.conv2d(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
-        x = F.adaptive_avg_pool2d(F.relu(x), self.side).flatten(1)
-        return self.mlp(x)
+        return self.tail(F.relu(x).flatten(1))
 
     @torch.no_grad()
     def fold(self, next_weight: torch.Tensor) -> None:
         """One EMA step towards the next stage's current first-layer weight."""
         self.weight.mul_(self.momentum).add_(next_weight.to(self.weight), alpha=1 - self.momentum)
+
+
+def _earlier_keys(module, state_dict, prefix, *_args) -> None:
+    """Checkpoints written before the head reused ``make_head`` named its MLP ``mlp.0/2``."""
+    for old, new in (("mlp.0.", "tail.3."), ("mlp.2.", "tail.5.")):
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
 
 
 def feedback_due(step: int, every: int) -> bool:
