@@ -64,6 +64,9 @@ class MethodConfig:
     (the MAN paper's 0.995)."""
     man_every: int = 1
     """SCPL ``--head man``: the next stage's weight travels back every this many steps."""
+    lookahead_units: int = 2
+    """SCPL ``--head lookahead``: how many units after the stage the head copies (two convs of
+    vanilla-convnet are one stage at K=4); fewer where the network ends sooner."""
     al_bridge: str = "flat"
     """AL: what the bridge b_l reads: flat (the flattened stage output, the papers' form) or
     pooled (the C x H x W map average-pooled to C x 2 x 2 first, like the mlp-pool head; on
@@ -117,12 +120,14 @@ def make_head(
         return nn.Linear(dim, out_dim)
     if kind in ("mlp", "mlp-pool"):  # mlp-pool on flat features (text, 1-d) is the mlp
         return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
-    if kind == "man":
+    if kind in ("man", "lookahead"):
         raise ConfigError(
-            "--head man (the momentum head) mirrors the next stage's first layer: SCPL only; "
-            "use --method scpl, or --head mlp-pool"
+            f"--head {kind} (built from the next stage) is SCPL's: use --method scpl, or "
+            "--head mlp-pool"
         )
-    raise ConfigError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}, man (scpl)")
+    raise ConfigError(
+        f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}, man, lookahead (scpl)"
+    )
 
 
 class StageUnit(nn.Module):

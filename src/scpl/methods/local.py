@@ -7,6 +7,7 @@ from torch import nn
 
 from scpl.errors import ConfigError
 from scpl.methods.base import METHODS, Method, MethodConfig, StageUnit, make_head
+from scpl.methods.lookahead import LookaheadHead, units_after
 from scpl.methods.man import MomentumHead, feedback_due, next_first_conv
 from scpl.methods.recon import InputDecoder, recon_loss
 from scpl.methods.similarity import (
@@ -63,8 +64,11 @@ class SCPLUnit(StageUnit):
         if not self.is_last and cfg.head == "man":
             conv = next_first_conv(model.stages, index)
             self.aux["head"] = MomentumHead(conv, self.out_shape, cfg.proj_dim, cfg.man_momentum)
+        elif not self.is_last and cfg.head == "lookahead":
+            units = units_after(model, index, cfg.lookahead_units)
+            self.aux["head"] = LookaheadHead(units, self.out_shape, cfg.proj_dim)
         elif not self.is_last or self.last_stage != "ce":
-            head = "mlp-pool" if cfg.head == "man" else cfg.head
+            head = "mlp-pool" if cfg.head in ("man", "lookahead") else cfg.head
             self.aux["head"] = make_head(head, self.feature_dim, cfg.proj_dim, shape=self.out_shape)
         if not self.is_last and cfg.local_ce > 0:
             self.aux["local_ce"] = make_head(

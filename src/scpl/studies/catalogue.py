@@ -235,6 +235,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             "scpl paper head": {"method": "scpl", "head": "mlp", "proj_dim": 1024},
             # The momentum head (MAN, Su et al. 2024): an EMA of the next stage's first conv.
             "scpl man": {"method": "scpl", "head": "man"},
+            # A trainable copy of the next two units in each hidden stage's head (DGL/AugLocal).
+            "scpl lookahead": {"method": "scpl", "head": "lookahead"},
             # Each hidden stage also reconstructs its input (after InfoPro; scpl probe showed
             # the local stages' information collapse).
             **{f"scpl recon {w}": {"method": "scpl", "local_recon": w} for w in (0.1, 1.0)},

@@ -90,10 +90,10 @@ class TrainConfig:
     """Adam weight decay."""
     head: str = "mlp"
     """Projection head of hidden stages: identity, linear, mlp, mlp-pool (average-pools the
-    map to 2x2 before the mlp: a light head for wide early maps) or, for scpl on conv models,
-    man (the momentum head: an EMA of the next stage's first convolution plus a learnable bias,
-    then mlp-pool; Su et al. 2024). Unless a recipe or flag sets it, scpl and early-exit use
-    mlp-pool (paper-* recipes: the paper's mlp)."""
+    map to 2x2 before the mlp: a light head for wide early maps); for scpl on conv models, man
+    (an EMA of the next stage's first conv + a learnable bias, then mlp-pool; Su et al. 2024)
+    or lookahead (a trainable copy of the next stage, then mlp-pool; after DGL / AugLocal).
+    scpl and early-exit default to mlp-pool (paper-* recipes: the paper's mlp)."""
     proj_dim: int = 1024
     """Output size of linear/mlp projection heads (the paper's 1024; scpl uses 128 unless a
     recipe or flag sets it)."""
@@ -123,19 +123,18 @@ class TrainConfig:
     """--head man: EMA momentum of each hidden stage's copy of the next stage's first layer."""
     man_every: int = 1
     """--head man: the next stage's first-layer weight travels back every this many steps."""
+    lookahead_units: int = 2
+    """--head lookahead: units after the stage (conv layers, blocks) the head copies and trains."""
     al_bridge: str = "flat"
-    """AL: input of each stage's bridge, flat (the flattened map, the papers) or pooled (the map
-    average-pooled to C x 2 x 2 first, like mlp-pool). On wide early maps the flat bridges are
-    most of an AL step (vanilla-convnet w=0.25 on 28x28: 0.92 of its FLOPs); pooled cuts the
-    step's FLOPs 4x but cost 3.5 points on Fashion-MNIST at 400 steps (--proj-dim 64, 3 seeds).
-    Text features are already pooled: no change there."""
+    """AL: each stage's bridge reads the flat map (the papers) or the map pooled to C x 2 x 2
+    (pooled: 4x fewer FLOPs on vanilla-convnet w=0.25, -3.5 points on Fashion-MNIST at 400
+    steps, docs/LOG.md). Text features are already pooled: no change there."""
     augment: str = "two-view-ref"
     """Vision augmentation: none, basic, strong, two-view (two strong views, Khosla et al., as the
     paper's text and recipes; 2N inputs) or two-view-ref (a weak and a strong view without
     resized crop, the authors' code; measured better for BP and SCPL on Fashion-MNIST)."""
     flip: str = "auto"
-    """Horizontal flips in vision augmentation: auto (flip unless the dataset is
-    orientation-sensitive, e.g. digits; `scpl list` shows each dataset's), on or off."""
+    """Horizontal flips: auto (unless the dataset is orientation-sensitive, e.g. digits), on, off."""
     val_fraction: float = 0.1
     """Share of the training set held out for model selection."""
     test_every_epoch: bool = False
@@ -418,6 +417,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "local_recon",
         "man_momentum",
         "man_every",
+        "lookahead_units",
         "al_bridge",
     ),
     "data": (

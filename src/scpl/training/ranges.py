@@ -40,6 +40,7 @@ RANGES: dict[str, tuple] = {
     "local_recon": (0, 1e4, " (0 = off), e.g. 1"),
     "man_momentum": (0, (1, OPEN), ", e.g. 0.995"),
     "man_every": (1, _BIG, " (steps)"),
+    "lookahead_units": (1, 1024, ", e.g. 2"),
     "val_fraction": (0, (1, OPEN), ""),
     "seed": (0, 2**63 - 1, ""),
     "micro_batches": (1, 2**24, ""),
