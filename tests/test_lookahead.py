@@ -91,7 +91,7 @@ def test_lookahead_is_priced():
 
 @pytest.mark.parametrize(
     "model,method,match",
-    [("lstm", "scpl", "conv models only"), ("convnet", "early-exit", "SCPL's")],
+    [("lstm", "scpl", "conv models only"), ("convnet", "early-exit", "SCPL only")],
 )
 def test_lookahead_bad_input(model, method, match):
     kw = {"input_shape": (12,), "vocab_size": 50, "embed_dim": 24} if model == "lstm" else {}

@@ -122,7 +122,7 @@ def make_head(
         return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
     if kind in ("man", "lookahead"):
         raise ConfigError(
-            f"--head {kind} (built from the next stage) is SCPL's: use --method scpl, or "
+            f"--head {kind} (built from the next stage) is SCPL only: use --method scpl, or "
             "--head mlp-pool"
         )
     raise ConfigError(
