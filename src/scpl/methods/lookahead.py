@@ -52,7 +52,8 @@ class LookaheadHead(nn.Module):
         self.body = nn.Sequential(*(copy.deepcopy(u) for u in units))
         with torch.no_grad():  # the copies' output shape, in eval mode (BatchNorm stays put)
             self.body.eval()
-            out_shape = tuple(self.body(torch.zeros(2, *shape)).shape[1:])
+            probe = next(self.body.parameters(), torch.empty(0))  # wherever the units are
+            out_shape = tuple(self.body(probe.new_zeros(2, *shape)).shape[1:])
             self.body.train()
         self.tail = make_head("mlp-pool", math.prod(out_shape), out_dim, shape=out_shape)
 
