@@ -233,6 +233,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             "scpl local ce 0.3": {"method": "scpl", "local_ce": 0.3},
             # The paper's head (MLP on the flattened map, 1024-d) against the light default.
             "scpl paper head": {"method": "scpl", "head": "mlp", "proj_dim": 1024},
+            # Which half of the paper's head matters: the flattened map, or the 1024-d output.
+            "scpl head mlp 128": {"method": "scpl", "head": "mlp", "proj_dim": 128},
+            "scpl head mlp-pool 1024": {"method": "scpl", "head": "mlp-pool", "proj_dim": 1024},
             # The momentum head (MAN, Su et al. 2024): an EMA of the next stage's first conv.
             "scpl man": {"method": "scpl", "head": "man"},
             # A trainable copy of the next two units in each hidden stage's head (DGL/AugLocal).
