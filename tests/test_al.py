@@ -571,7 +571,8 @@ def test_al_bridge_flag_reaches_the_method():
     """--al-bridge is a result-changing TrainConfig field, filed under the method flags, that
     the training loop hands to AL. Mutant: the TrainConfig field under another name (the
     loop copies fields by name, so the flag would be silently dropped)."""
-    from scpl.training.config import CONFIG_GROUPS, TrainConfig, field_class
+    from scpl.training.config import TrainConfig, field_class
+    from scpl.training.flags import CONFIG_GROUPS
     from scpl.training.loop import method_config
 
     assert TrainConfig().al_bridge == "flat" and "al_bridge" in CONFIG_GROUPS["method"]

@@ -12,7 +12,8 @@ import torch
 from scpl.cli import main
 from scpl.methods import METHODS
 from scpl.models import MODELS
-from scpl.training.config import TrainConfig, field_docs
+from scpl.training.config import TrainConfig
+from scpl.training.flags import field_docs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -360,7 +361,7 @@ def test_version(capsys):
 def test_train_help_groups_and_shows_the_default_recipe(capsys):
     from dataclasses import fields
 
-    from scpl.training.config import CONFIG_GROUPS
+    from scpl.training.flags import CONFIG_GROUPS
     from scpl.training.recipes import RECIPES
 
     grouped = [name for names in CONFIG_GROUPS.values() for name in names]

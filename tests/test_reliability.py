@@ -20,7 +20,8 @@ import torch
 
 from scpl.cli import main
 from scpl.errors import ScplError
-from scpl.training.config import TrainConfig, field_docs
+from scpl.training.config import TrainConfig
+from scpl.training.flags import field_docs
 
 FAST = [
     "--progress",

@@ -57,7 +57,8 @@ def build_parser() -> Parser:
     from scpl import __version__
     from scpl.report.params import ParamsOptions
     from scpl.report.perf import BalanceOptions
-    from scpl.training.config import CONFIG_GROUPS, TrainConfig, add_config_arguments
+    from scpl.training.config import TrainConfig
+    from scpl.training.flags import CONFIG_GROUPS, add_config_arguments
     from scpl.training.recipes import RECIPES
 
     parser = Parser(

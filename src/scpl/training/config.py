@@ -1,14 +1,10 @@
-"""The typed run configuration and its command-line flags (one ``--field`` per field; every
-field's docstring is its ``--help`` text). Named recipes live in :mod:`scpl.training.recipes`.
+"""The typed run configuration. Its command-line flags (one ``--field`` per field; every
+field's docstring is its ``--help`` text) are built in :mod:`scpl.training.flags`; named
+recipes live in :mod:`scpl.training.recipes`.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
-import dataclasses
-import inspect
-import textwrap
 from dataclasses import dataclass, fields
 
 from scpl.errors import ConfigError
@@ -268,9 +264,7 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"--precision {self.precision!r}: choose fp32, bf16 or fp16")
         if self.lr_schedule not in ("cosine", "constant", "wsd"):
-            raise ConfigError(
-                f"--lr-schedule {self.lr_schedule!r}: choose cosine, constant or wsd"
-            )
+            raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine, constant or wsd")
         if self.decay_shape not in ("linear", "1-sqrt"):
             raise ConfigError(f"--decay-shape {self.decay_shape!r}: choose linear or 1-sqrt")
         if not 0.0 <= self.decay_fraction <= 1.0:
@@ -365,135 +359,3 @@ def result_fields(cls: type = TrainConfig) -> list[str]:
 def resume_safe(name: str) -> bool:
     """May ``--name`` be given with --resume (it does not change the training so far)?"""
     return field_class(name) != "result"
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string literal after each field)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for a, b in zip(body, body[1:], strict=False):
-        if (
-            isinstance(a, ast.AnnAssign)
-            and isinstance(b, ast.Expr)
-            and isinstance(b.value, ast.Constant)
-        ):
-            docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[attr-defined]
-    return docs
-
-
-def _parse_bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
-
-
-# The --help section of every TrainConfig field (each field in exactly one group).
-CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
-    "model": (
-        "model",
-        "stages",
-        "partition",
-        "balance_by",
-        "width",
-        "init",
-        "glove",
-        "embed_dim",
-        "freeze_embeddings",
-    ),
-    "method": (
-        "method",
-        "preset",
-        "head",
-        "proj_dim",
-        "temperature",
-        "supcon_norm",
-        "local_ce",
-        "last_supcon",
-        "last_stage",
-        "local_loss",
-        "local_recon",
-        "man_momentum",
-        "man_every",
-        "lookahead_units",
-        "al_bridge",
-    ),
-    "data": (
-        "dataset",
-        "data_dir",
-        "download",
-        "vocab_size",
-        "max_len",
-        "text_column",
-        "label_column",
-        "augment",
-        "flip",
-        "val_fraction",
-        "seed",
-    ),
-    "optimisation": (
-        "epochs",
-        "batch_size",
-        "eval_batch_size",
-        "lr",
-        "lr_min",
-        "lr_schedule",
-        "warmup_steps",
-        "decay_fraction",
-        "decay_shape",
-        "weight_decay",
-        "max_steps",
-        "train_steps",
-        "precision",
-        "foreach",
-    ),
-    "pipeline": (
-        "executor",
-        "schedule",
-        "micro_batches",
-        "queue_depth",
-        "device",
-        "devices",
-        "nproc",
-        "data_parallel",
-        "supcon_gather",
-        "dist_timeout",
-        "threads",
-    ),
-    "output": ("out", "log_every", "test_every_epoch", "progress", "tensorboard"),
-    "reliability": ("nan_guard", "checkpoint_every", "resume", "overwrite", "smoke"),
-}
-
-
-def add_config_arguments(
-    parser: argparse.ArgumentParser,
-    cls: type = TrainConfig,
-    groups: dict[str, tuple[str, ...]] | None = None,
-    shown_defaults: dict | None = None,
-) -> None:
-    """Add one ``--field`` flag per dataclass field; unset flags stay None (recipe wins).
-
-    ``groups`` files the flags under titled --help sections; ``shown_defaults`` replaces the
-    dataclass defaults that --help shows (e.g. with a recipe's values)."""
-    docs = field_docs(cls)
-    sections = {title: parser.add_argument_group(title) for title in groups or {}}
-    section = {name: sections[title] for title, names in (groups or {}).items() for name in names}
-    for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        default = (shown_defaults or {}).get(f.name, default)
-        help_ = f"{docs.get(f.name, '')} [default: {default}]"
-        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-        target = section.get(f.name, parser)
-        if typ.startswith("bool"):
-            target.add_argument(
-                flag, type=_parse_bool, nargs="?", const=True, default=None, help=help_
-            )
-        elif typ.startswith("int"):
-            target.add_argument(flag, type=int, default=None, help=help_)
-        elif typ.startswith("float"):
-            target.add_argument(flag, type=float, default=None, help=help_)
-        else:
-            target.add_argument(flag, type=str, default=None, help=help_)

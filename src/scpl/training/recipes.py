@@ -13,7 +13,8 @@ from dataclasses import fields
 from typing import Any
 
 from scpl.errors import ConfigError
-from scpl.training.config import TrainConfig, add_config_arguments
+from scpl.training.config import TrainConfig
+from scpl.training.flags import add_config_arguments
 
 # Named recipes: overrides of TrainConfig defaults. "paper-*" recipes use the paper's settings;
 # "*-smoke" versions run a few steps on tiny data and are executed by the tests.
