@@ -463,3 +463,40 @@ def test_time_to_accuracy_prices_the_run_local_loss():
     sup = run_costs(make_config("smoke", base), "scpl")
     pred = run_costs(make_config("smoke", {**base, "local_loss": "predsim"}), "scpl")
     assert pred[0]["L"] > sup[0]["L"] and pred[1] == sup[1]
+
+
+def test_head_pool_sets_the_pooled_side_of_mlp_pool_heads():
+    """--head-pool S pools each hidden stage's map to S x S (capped by the map) before the MLP,
+    for SCPL's heads, the lookahead tail and Early Exit's exits; the FLOP model prices the wider
+    first layer. Mutant caught: the option ignored (every head pooled to 2 x 2)."""
+    from scpl.methods import MethodConfig, build_method
+    from scpl.models import build_model
+    from scpl.perf.costmodel import profile_model
+
+    def first_linear(head):
+        return next(m for m in head.modules() if isinstance(m, torch.nn.Linear))
+
+    for method, key in (("scpl", "head"), ("early-exit", "exit")):
+        for pool, want in ((2, 4), (3, 9), (64, 16)):  # stage 1 outputs a 4 x 4 map
+            torch.manual_seed(0)
+            model = build_model("convnet", (1, 8, 8), 10, 3, 0.125)
+            units = build_method(
+                method, MethodConfig(head="mlp-pool", proj_dim=8, head_pool=pool)
+            ).attach(model)
+            c = units[0].out_shape[0]
+            assert first_linear(units[0].aux[key]).in_features == c * want, (method, pool)
+    small, big = (
+        profile_model(
+            "convnet",
+            "scpl",
+            (1, 8, 8),
+            10,
+            0.125,
+            4,
+            "mlp-pool",
+            8,
+            method_options={"head_pool": p},
+        )
+        for p in (2, 4)
+    )
+    assert big.loss_fwd[0] > small.loss_fwd[0]

@@ -64,6 +64,9 @@ class MethodConfig:
     (the MAN paper's 0.995)."""
     man_every: int = 1
     """SCPL ``--head man``: the next stage's weight travels back every this many steps."""
+    head_pool: int = POOL_SIZE
+    """mlp-pool (and lookahead's tail, Early Exit's exits): side of the pooled map, 2 = 2 x 2
+    (the default); larger keeps more of where things are, at the cost of a wider first layer."""
     lookahead_units: int = 2
     """SCPL ``--head lookahead``: how many units after the stage the head copies (two convs of
     vanilla-convnet are one stage at K=4); fewer where the network ends sooner."""
@@ -97,9 +100,10 @@ def make_head(
     out_dim: int,
     hidden: int = 512,
     shape: tuple[int, ...] | None = None,
+    pool: int = POOL_SIZE,
 ) -> nn.Module:
     """Projection head: identity, linear, the paper's MLP, or mlp-pool (``shape`` is the
-    per-sample stage output shape; a C x H x W map is pooled to C x POOL_SIZE x POOL_SIZE).
+    per-sample stage output shape; a C x H x W map is pooled to C x pool x pool).
     ``pool-linear`` (SCPL's --local-ce classifier) pools the same way, then one Linear."""
     if kind == "identity":
         return nn.Identity()
@@ -108,7 +112,7 @@ def make_head(
     pooled_map = shape is not None and len(shape) == 3 and math.prod(shape) == dim
     if kind in ("mlp-pool", "pool-linear") and pooled_map:
         c, h, w = shape
-        side = (min(POOL_SIZE, h), min(POOL_SIZE, w))
+        side = (min(pool, h), min(pool, w))
         pooled = c * side[0] * side[1]
         pool = [nn.Unflatten(1, tuple(shape)), nn.AdaptiveAvgPool2d(side), nn.Flatten()]
         if kind == "pool-linear":

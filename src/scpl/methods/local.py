@@ -66,10 +66,12 @@ class SCPLUnit(StageUnit):
             self.aux["head"] = MomentumHead(conv, self.out_shape, cfg.proj_dim, cfg.man_momentum)
         elif not self.is_last and cfg.head == "lookahead":
             units = units_after(model, index, cfg.lookahead_units)
-            self.aux["head"] = LookaheadHead(units, self.out_shape, cfg.proj_dim)
+            self.aux["head"] = LookaheadHead(units, self.out_shape, cfg.proj_dim, cfg.head_pool)
         elif not self.is_last or self.last_stage != "ce":
             head = "mlp-pool" if cfg.head in ("man", "lookahead") else cfg.head
-            self.aux["head"] = make_head(head, self.feature_dim, cfg.proj_dim, shape=self.out_shape)
+            self.aux["head"] = make_head(
+                head, self.feature_dim, cfg.proj_dim, shape=self.out_shape, pool=cfg.head_pool
+            )
         if not self.is_last and cfg.local_ce > 0:
             self.aux["local_ce"] = make_head(
                 "pool-linear", self.feature_dim, model.num_classes, shape=self.out_shape
@@ -164,6 +166,7 @@ class SCPL(Method):
         },
         "best": {
             "head": "mlp-pool",
+            "head_pool": 2,
             "proj_dim": 128,
             "local_loss": "supcon",
             "local_ce": 0.0,
@@ -204,7 +207,9 @@ class EarlyExitUnit(StageUnit):
             # A local classifier shaped like the SCPL head so the comparison is like for like.
             n = model.num_classes
             head = cfg.head if cfg.head != "identity" else "linear"
-            self.aux["exit"] = make_head(head, self.feature_dim, n, shape=self.out_shape)
+            self.aux["exit"] = make_head(
+                head, self.feature_dim, n, shape=self.out_shape, pool=cfg.head_pool
+            )
 
     def loss(self, out, y):
         logits = self.predict(out) if self.is_last else self.aux["exit"](self.features(out))

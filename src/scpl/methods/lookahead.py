@@ -41,7 +41,9 @@ def units_after(model: nn.Module, index: int, count: int) -> list[nn.Module]:
 class LookaheadHead(nn.Module):
     """Copies of the units after a stage (independent parameters), then ``mlp-pool``."""
 
-    def __init__(self, units: list[nn.Module], shape: tuple[int, ...], out_dim: int) -> None:
+    def __init__(
+        self, units: list[nn.Module], shape: tuple[int, ...], out_dim: int, pool: int = 2
+    ) -> None:
         super().__init__()
         if len(shape) != 3:
             raise ConfigError(
@@ -55,7 +57,7 @@ class LookaheadHead(nn.Module):
             probe = next(self.body.parameters(), torch.empty(0))  # wherever the units are
             out_shape = tuple(self.body(probe.new_zeros(2, *shape)).shape[1:])
             self.body.train()
-        self.tail = make_head("mlp-pool", math.prod(out_shape), out_dim, shape=out_shape)
+        self.tail = make_head("mlp-pool", math.prod(out_shape), out_dim, shape=out_shape, pool=pool)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.body(feats.reshape(feats.shape[0], *self.shape))

@@ -71,6 +71,16 @@ def _shape(cfg: TrainConfig):
     return (cfg.max_len or 64,), 1, kw, spec.num_classes or 2
 
 
+def _method_options(cfg) -> dict:
+    """The run's MethodConfig fields other than the head and projection (passed on their own)."""
+    import dataclasses
+
+    from scpl.training.build import method_config
+
+    opts = dataclasses.asdict(method_config(cfg))
+    return {k: v for k, v in opts.items() if k not in ("head", "proj_dim")}
+
+
 def run_profile(cfg: TrainConfig, method: str):
     """The FLOP cost model's profile of ``cfg``'s model under ``method`` (its head and
     projection), at the batch the stages really see (2N inputs under two views)."""
@@ -91,17 +101,9 @@ def run_profile(cfg: TrainConfig, method: str):
         cfg.stages,
         kw,
         seed=cfg.seed,
-        # SCPL's extra classifiers and similarity losses, AL's bridge input: priced as trained.
-        method_options=(
-            {
-                "local_ce": cfg.local_ce,
-                "local_loss": cfg.local_loss,
-                "al_bridge": cfg.al_bridge,
-                "local_recon": cfg.local_recon,
-            }
-            if local
-            else None
-        ),
+        # Every method option (SCPL's extra classifiers, similarity losses, lookahead depth,
+        # AL's bridge input, ...): priced as trained.
+        method_options=_method_options(cfg) if local else None,
     )
 
 

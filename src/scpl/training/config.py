@@ -119,6 +119,9 @@ class TrainConfig:
     """--head man: EMA momentum of each hidden stage's copy of the next stage's first layer."""
     man_every: int = 1
     """--head man: the next stage's first-layer weight travels back every this many steps."""
+    head_pool: int = 2
+    """mlp-pool heads (scpl, early-exit): side of the pooled map (2 = 2x2); larger keeps more of
+    the map's layout, at the cost of a wider first layer (the paper's mlp keeps all of it)."""
     lookahead_units: int = 2
     """--head lookahead: units after the stage (conv layers, blocks) the head copies and trains."""
     al_bridge: str = "flat"

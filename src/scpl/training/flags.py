@@ -64,6 +64,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "local_recon",
         "man_momentum",
         "man_every",
+        "head_pool",
         "lookahead_units",
         "al_bridge",
     ),

@@ -41,6 +41,7 @@ RANGES: dict[str, tuple] = {
     "man_momentum": (0, (1, OPEN), ", e.g. 0.995"),
     "man_every": (1, _BIG, " (steps)"),
     "lookahead_units": (1, 1024, ", e.g. 2"),
+    "head_pool": (1, 4096, ", e.g. 2 or 4"),
     "val_fraction": (0, (1, OPEN), ""),
     "seed": (0, 2**63 - 1, ""),
     "micro_batches": (1, 2**24, ""),
