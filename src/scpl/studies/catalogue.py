@@ -236,6 +236,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             # Which half of the paper's head matters: the flattened map, or the 1024-d output.
             "scpl head mlp 128": {"method": "scpl", "head": "mlp", "proj_dim": 128},
             "scpl head mlp-pool 1024": {"method": "scpl", "head": "mlp-pool", "proj_dim": 1024},
+            # The light head with more of the map's layout (--head-pool): 4 x 4 and 7 x 7.
+            **{f"scpl head pool {p}": {"method": "scpl", "head_pool": p} for p in (4, 7)},
             # The momentum head (MAN, Su et al. 2024): an EMA of the next stage's first conv.
             "scpl man": {"method": "scpl", "head": "man"},
             # A trainable copy of the next two units in each hidden stage's head (DGL/AugLocal).
