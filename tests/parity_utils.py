@@ -82,6 +82,26 @@ def text_kwargs(model, kw):
 TEXT_MODELS = ("lstm", "transformer")
 
 
+def assert_pipeline_refuses(model, method, method_options, match, stages=3):
+    """Building a pipeline with these method options fails with one ConfigError matching
+    ``match`` (text models get small text settings and a 12-token input)."""
+    import pytest
+
+    from scpl.errors import ConfigError
+
+    kw = dict(input_shape=(12,), **text_kwargs(model, {})) if model in TEXT_MODELS else {}
+    with pytest.raises(ConfigError, match=match):
+        make_pipeline(
+            "sequential",
+            "sequential",
+            model=model,
+            method=method,
+            stages=stages,
+            method_options=method_options,
+            **kw,
+        ).close()
+
+
 def make_batches(num_steps=3, batch=16, input_shape=(1, 8, 8), seed=123, num_classes=4, text=False):
     g = torch.Generator().manual_seed(seed)
     if text:  # (tokens, lengths) with variable lengths; id 0 is padding

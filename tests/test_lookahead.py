@@ -13,8 +13,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity_utils import assert_states_equal, make_batches, make_pipeline, run_dist, run_executor
-from scpl.errors import ConfigError
+from parity_utils import (
+    assert_pipeline_refuses,
+    assert_states_equal,
+    make_batches,
+    make_pipeline,
+    run_dist,
+    run_executor,
+)
 from scpl.methods.lookahead import LookaheadHead, units_after
 
 LOOK = {"head": "lookahead"}
@@ -94,14 +100,4 @@ def test_lookahead_is_priced():
     [("lstm", "scpl", "conv models only"), ("convnet", "early-exit", "SCPL only")],
 )
 def test_lookahead_bad_input(model, method, match):
-    kw = {"input_shape": (12,), "vocab_size": 50, "embed_dim": 24} if model == "lstm" else {}
-    with pytest.raises(ConfigError, match=match):
-        make_pipeline(
-            "sequential",
-            "sequential",
-            model=model,
-            method=method,
-            stages=3,
-            method_options=LOOK,
-            **kw,
-        ).close()
+    assert_pipeline_refuses(model, method, LOOK, match)

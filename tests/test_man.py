@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from parity_utils import (
+    assert_pipeline_refuses,
     assert_states_equal,
     init_gloo,
     make_batches,
@@ -25,7 +26,6 @@ from parity_utils import (
     run_dist,
     run_executor,
 )
-from scpl.errors import ConfigError
 from scpl.methods import man as man_mod
 from scpl.methods.man import MomentumHead
 
@@ -222,17 +222,7 @@ def test_data_parallel_leaves_the_ema_alone(tmp_path):
     ],
 )
 def test_man_bad_input(model, method, opts, match):
-    kw = {"input_shape": (12,), "vocab_size": 50, "embed_dim": 24} if model == "lstm" else {}
-    with pytest.raises(ConfigError, match=match):
-        make_pipeline(
-            "sequential",
-            "sequential",
-            model=model,
-            method=method,
-            stages=3,
-            method_options={**MAN, **opts},
-            **kw,
-        ).close()
+    assert_pipeline_refuses(model, method, {**MAN, **opts}, match)
 
 
 def test_feedback_due():
