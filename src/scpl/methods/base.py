@@ -114,11 +114,11 @@ def make_head(
         c, h, w = shape
         side = (min(pool, h), min(pool, w))
         pooled = c * side[0] * side[1]
-        pool = [nn.Unflatten(1, tuple(shape)), nn.AdaptiveAvgPool2d(side), nn.Flatten()]
+        pooling = [nn.Unflatten(1, tuple(shape)), nn.AdaptiveAvgPool2d(side), nn.Flatten()]
         if kind == "pool-linear":
-            return nn.Sequential(*pool, nn.Linear(pooled, out_dim))
+            return nn.Sequential(*pooling, nn.Linear(pooled, out_dim))
         return nn.Sequential(
-            *pool, nn.Linear(pooled, hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
+            *pooling, nn.Linear(pooled, hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
         )
     if kind == "pool-linear":  # flat features (text, 1-d): a linear classifier
         return nn.Linear(dim, out_dim)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from scpl.errors import ConfigError
-from scpl.methods.base import make_head
+from scpl.methods.base import POOL_SIZE, make_head
 
 
 def units_after(model: nn.Module, index: int, count: int) -> list[nn.Module]:
@@ -42,7 +42,11 @@ class LookaheadHead(nn.Module):
     """Copies of the units after a stage (independent parameters), then ``mlp-pool``."""
 
     def __init__(
-        self, units: list[nn.Module], shape: tuple[int, ...], out_dim: int, pool: int = 2
+        self,
+        units: list[nn.Module],
+        shape: tuple[int, ...],
+        out_dim: int,
+        pool: int = POOL_SIZE,
     ) -> None:
         super().__init__()
         if len(shape) != 3:
