@@ -217,6 +217,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             # to 4 x 4 instead of 2 x 2).
             "scpl man": {"method": "scpl", "head": "man"},
             "scpl head pool 4": {"method": "scpl", "head_pool": 4},
+            # The paper's head (issue 21's target is SCPL in the paper's form); the same row
+            # as fmnist-levers', so its equal-epoch runs carry over.
+            "scpl paper head": {"method": "scpl", "head": "mlp", "proj_dim": 1024},
         },
         {**_FMNIST, "augment": "two-view-ref", "lr": 3e-3, "max_steps": 0,
          "test_every_epoch": False, "checkpoint_every": 100},
