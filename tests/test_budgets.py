@@ -10,7 +10,9 @@ Mutants this module catches (each applied by hand and seen to fail):
   with the trunk's length: ``test_branch_equals_fresh_run`` fails);
 - ``train_steps`` ignored by the epoch loop (``test_train_steps_stops_mid_epoch`` fails);
 - a resume whose length change moves the decay before the checkpoint accepted
-  (``test_resume_past_constant_phase_is_refused`` fails).
+  (``test_resume_past_constant_phase_is_refused`` fails);
+- ``--plan`` counting every budget's trunk from step 0, and a study folder of other settings
+  accepted (see the docstrings of the last two tests).
 """
 
 from __future__ import annotations
@@ -143,8 +145,15 @@ def test_budget_added_after_the_trunk_passed_it(tmp_path):
 
 def _rec(contender, method, seed, budget, acc):
     return dict(
-        model="m", contender=contender, method=method, seed=seed, budget_epochs=budget,
-        test_acc=acc, equal_epochs=True, equal_time=False, devices=1 if method == "bp" else 4,
+        model="m",
+        contender=contender,
+        method=method,
+        seed=seed,
+        budget_epochs=budget,
+        test_acc=acc,
+        equal_epochs=True,
+        equal_time=False,
+        devices=1 if method == "bp" else 4,
     )
 
 
@@ -195,3 +204,45 @@ def test_budget_study_keeps_earlier_cells(tmp_path):
     assert sorted(r["row"] for r in got) == ["bp", "scpl"]
     run_budget_study("smoke", 1, tmp_path, "1", rows=("scpl",), echo=quiet)  # read back
     assert len(json.loads((tmp_path / "curves.json").read_text())["records"]) == 2
+
+
+def test_plan_counts_shared_trunk_and_finished_cells(tmp_path):
+    """``--plan`` counts each (row, seed) trunk once across budgets and nothing for finished
+    cells of the same settings, and trains nothing (mutants: every budget's trunk counted from
+    step 0 -- budget 2's count is too large)."""
+    from scpl.studies.budget_plan import format_plan, plan_budget_study
+    from scpl.studies.budgets import run_budget_study
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    before = plan_budget_study("smoke", 1, tmp_path, "1,2", rows=("bp",))
+    assert not (tmp_path / "runs").exists()
+    assert [c["budget_epochs"] for c in before] == [1, 2]
+    frac = TrainConfig().decay_fraction
+    (t1, t2) = (c["steps"] for c in before)
+    p1, p2 = branch_step(t1, frac), branch_step(t2, frac)
+    assert 0 < p1 < p2
+    # Budget 1: trunk to p1 and its decay; budget 2: the trunk's rest to p2 and its decay.
+    assert [c["steps_left"] for c in before] == [t1, (p2 - p1) + (t2 - p2)]
+    run_budget_study("smoke", 1, tmp_path, "1", rows=("bp",), echo=quiet)
+    after = plan_budget_study("smoke", 1, tmp_path, "1,2", rows=("bp",))
+    assert [c["steps_left"] for c in after] == [0, (p2 - p1) + (t2 - p2)]
+    assert after[1]["seconds_left"] > 0  # priced at the speed the finished cell measured
+    text = format_plan(after)
+    assert "| 1 | 1/1 | 0 |" in text and "Still to train" in text
+
+
+def test_study_refuses_a_folder_of_other_settings(tmp_path):
+    """A study (or its plan) asked for other settings in a folder that holds runs of the row
+    refuses with one line naming the folder and the setting, and deletes nothing (mutant: no
+    check -- the finished branch folder was deleted to seed the new run, which then failed
+    with a misleading "--resume" message)."""
+    from scpl.studies.budget_plan import plan_budget_study
+    from scpl.studies.budgets import run_budget_study
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    run_budget_study("smoke", 1, tmp_path, "1", rows=("bp",), echo=quiet)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for fn in (run_budget_study, plan_budget_study):
+        with pytest.raises(ConfigError, match=r"other settings \(lr 0\.003 -> 0\.05\).*--out"):
+            fn("smoke", 1, tmp_path, "1", rows=("bp",), overrides={"lr": 0.05})
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -139,6 +139,12 @@ def build_parser() -> Parser:
         "--time-to-accuracy also at equal simulated time on K devices; writes curves.json/.md, "
         "curves_time.png and budget_runs.jsonl",
     )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="with --budgets: train nothing; print which cells are done and the steps (and hours, "
+        "at the speed its finished runs measured) each still needs",
+    )
     g = p.add_argument_group("time to accuracy (accuracy per simulated wall time on K devices)")
     g.add_argument(
         "--time-to-accuracy",
@@ -299,6 +305,7 @@ def _levels(text: str | None) -> tuple[float, ...] | None:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from scpl.errors import ConfigError
     from scpl.studies.experiment import run_experiment
     from scpl.training.recipes import parse_overrides
 
@@ -309,6 +316,24 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.smoke:
         overrides["smoke"] = True
+    if args.plan and not args.budgets:
+        raise ConfigError("--plan shows what a budget study has left: add --budgets B1,B2,...")
+    if args.budgets and args.plan:
+        from scpl.studies.budget_plan import format_plan, plan_budget_study
+
+        cells = plan_budget_study(
+            args.name,
+            args.trials,
+            out,
+            args.budgets,
+            args.devices_sim if args.time_to_accuracy else None,
+            overrides,
+            tuple(args.methods.split(",")) if args.methods else None,
+            tuple(args.models.split(",")) if args.models else None,
+            rows=tuple(args.rows.split(",")) if args.rows else None,
+        )
+        print(format_plan(cells), end="")
+        return 0
     if args.budgets:
         from scpl.studies.budgets import run_budget_study
 

@@ -46,8 +46,8 @@ from scpl.studies.experiment import (
     select_rows,
     slug,
 )
-from scpl.training.checkpoint import branch_point_path, checkpoint_path
-from scpl.training.config import TrainConfig
+from scpl.training.checkpoint import branch_point_path, checkpoint_path, load_checkpoint
+from scpl.training.config import TrainConfig, resume_safe
 from scpl.training.recipes import make_config
 
 
@@ -114,13 +114,13 @@ def train_branches(
     from scpl.training.loop import train
 
     root = Path(root)
-    base = dataclasses.replace(pin_threads(cfg), lr_schedule="wsd", progress=False, resume=None)
+    base = branch_base(cfg)
+    check_trunk_settings(root / "trunk", base)
     frac = base.decay_fraction
     points = sorted({branch_step(t, frac) for t in {*totals, *planned}} - {0})
     out: dict[int, dict] = {}
     for total in sorted(totals):
-        run_dir = root / f"steps-{total}"
-        want = dataclasses.replace(base, train_steps=total, out=str(run_dir), overwrite=False)
+        run_dir, want = branch_run(base, root, total)
         key = computation_key(dataclasses.asdict(want))
         summary = _finished(run_dir, key)
         if summary is None:
@@ -137,6 +137,41 @@ def train_branches(
             summary = train(dataclasses.replace(want, resume=str(run_dir)), recipe, _quiet)
         out[total] = summary
     return out
+
+
+def branch_base(cfg: TrainConfig) -> TrainConfig:
+    """What every trunk and branch of ``cfg`` trains (a WSD run, threads pinned)."""
+    return dataclasses.replace(pin_threads(cfg), lr_schedule="wsd", progress=False, resume=None)
+
+
+def branch_run(base: TrainConfig, root: Path, total: int) -> tuple[Path, TrainConfig]:
+    """The folder and config of the WSD run of ``total`` steps under ``root``."""
+    run_dir = Path(root) / f"steps-{total}"
+    return run_dir, dataclasses.replace(base, train_steps=total, out=str(run_dir), overwrite=False)
+
+
+def check_trunk_settings(trunk: Path, base: TrainConfig) -> None:
+    """Refuse a (row, seed) folder whose trunk trained other settings (say, an earlier
+    ``--set lr=...`` into the same ``--out``): its branch points must not seed these runs, and
+    its finished runs must not be deleted to make room."""
+    ck = newest_checkpoint(trunk)
+    if ck is None:
+        points = sorted((trunk / "branches").glob("ckpt-*.rank0.pt"))
+        ck = load_checkpoint(points[0]) if points else None
+    if ck is None or _saved_key(ck) == trunk_key(base):
+        return
+    saved, now = ck.get("config", {}), dataclasses.asdict(base)
+    default = dataclasses.asdict(TrainConfig())
+    length = ("train_steps", "epochs", "lr_schedule")
+    diff = [
+        f"{k} {saved.get(k, default[k])!r} -> {now[k]!r}"
+        for k in now
+        if not resume_safe(k) and k not in length and saved.get(k, default[k]) != now[k]
+    ]
+    raise ConfigError(
+        f"{trunk.parent} holds this row's runs with other settings ({'; '.join(diff) or '?'}); "
+        "a study folder keeps one setting per row and seed: pass another --out for these"
+    )
 
 
 def _advance_trunk(base, trunk: Path, point: int, last: int, points, recipe, echo) -> None:
@@ -199,7 +234,8 @@ def _fill_point(cfg: TrainConfig, trunk: Path, point: int, recipe: str) -> None:
     from scpl.training.loop import train
 
     kept = sorted(
-        int(p.name.split("-")[1].split(".")[0]) for p in (trunk / "branches").glob("ckpt-*.rank0.pt")
+        int(p.name.split("-")[1].split(".")[0])
+        for p in (trunk / "branches").glob("ckpt-*.rank0.pt")
     )
     earlier = [s for s in kept if s < point]
     fill = trunk.parent / "trunk-fill"
@@ -305,6 +341,55 @@ def study_lines(exp, name, model, labels, values, num_devices) -> tuple[list[Lin
     return lines, configs
 
 
+@dataclass
+class Cell:
+    """One (model, contender, seed, budget) of a study: a WSD run of ``total`` steps."""
+
+    model: str
+    line: Line
+    seed: int
+    budget: float
+    cfg: TrainConfig
+    root: Path
+    """The (row, seed)'s folder: its trunk and one ``steps-<T>`` branch per length."""
+    total: int
+    need: set[int]
+    """Every length the (row, seed)'s trunk will branch, so it keeps all their points."""
+
+
+def model_cells(
+    exp, name, model, plan, labels, overrides, num_devices, out_dir
+) -> tuple[list[Line], list[Cell]]:
+    """The contenders of ``model`` and its cells in training order: budget by budget (all
+    seeds and rows of the smallest budget first)."""
+    values = {**exp.overrides, **exp.per_model.get(model, {}), **(overrides or {})}
+    values.update(model=model, lr_schedule="wsd")
+    if num_devices:
+        values["stages"] = num_devices
+    lines, configs = study_lines(exp, name, model, labels, values, num_devices)
+    need: dict[tuple[str, int], set[int]] = {}
+    for b, n in plan:
+        for ln in lines:
+            for seed in range(n):
+                need.setdefault((ln.row, seed), set()).add(ln.steps(b))
+    cells = [
+        Cell(
+            model,
+            ln,
+            seed,
+            b,
+            dataclasses.replace(configs[ln.row], seed=seed),
+            Path(out_dir) / "runs" / f"{model}-{slug(ln.row)}-s{seed}",
+            ln.steps(b),
+            need[(ln.row, seed)],
+        )
+        for b, n in plan
+        for seed in range(n)
+        for ln in lines
+    ]
+    return lines, cells
+
+
 def run_budget_study(
     name: str,
     trials: int,
@@ -332,66 +417,45 @@ def run_budget_study(
     # replaces its record; one whose run folder is gone is dropped.
     records = _read_records(runs_path)
     for model in models or exp.models:
-        values = {**exp.overrides, **exp.per_model.get(model, {}), **(overrides or {})}
-        values.update(model=model, lr_schedule="wsd")
-        if num_devices:
-            values["stages"] = num_devices
-        lines, configs = study_lines(exp, name, model, labels, values, num_devices)
+        lines, cells = model_cells(exp, name, model, plan, labels, overrides, num_devices, out_dir)
         echo(
             f"budgets {name} {model}: "
             + "; ".join(f"{ln.label}: {ln.steps_per_budget:.1f} steps/budget" for ln in lines)
         )
-        # Everything each (row, seed) trunk will need, so its branch points are all kept.
-        need = {
-            (ln.row, seed): set()
-            for ln in lines
-            for _, n in plan
-            for seed in range(n)
-        }
-        for b, n in plan:
-            for ln in lines:
-                for seed in range(n):
-                    need[(ln.row, seed)].add(ln.steps(b))
-        for b, n in plan:
-            for seed in range(n):
-                for ln in lines:
-                    cfg = dataclasses.replace(configs[ln.row], seed=seed)
-                    root = out_dir / "runs" / f"{model}-{slug(ln.row)}-s{seed}"
-                    total = ln.steps(b)
-                    echo(f"budgets {name}: {model} {ln.label} seed {seed} budget {b:g} ({total} steps)")
-                    s = train_branches(cfg, [total], root, exp.recipe, need[(ln.row, seed)], echo)[
-                        total
-                    ]
-                    rec = {
-                        "model": model,
-                        "dataset": cfg.dataset,
-                        "contender": ln.label,
-                        "row": ln.row,
-                        "method": ln.method,
-                        "seed": seed,
-                        "budget_epochs": b,
-                        "steps": total,
-                        "sim_seconds": total * ln.sec_per_step,
-                        "test_acc": s["test_acc"],
-                        "val_acc": s["best_val_acc"],
-                        "width": cfg.width,
-                        "devices": ln.devices,
-                        "schedule": ln.schedule,
-                        "equal_time": ln.equal_time,
-                        "equal_epochs": ln.equal_epochs,
-                        "train_seconds": s.get("train_seconds"),
-                        "run": s["out_dir"],
-                    }
-                    records = [
-                        r
-                        for r in records
-                        if (r["model"], r["contender"], r["seed"], r["budget_epochs"])
-                        != (model, ln.label, seed, b)
-                    ] + [rec]
-                    # A finished run is read back, not retrained.
-                    with atomic_write(runs_path, mode="w") as f:
-                        f.write("".join(json.dumps(r) + "\n" for r in records))
-                    write_budget_report(records, out_dir, meta)
+        for cell in cells:
+            ln, seed, b, cfg, total = cell.line, cell.seed, cell.budget, cell.cfg, cell.total
+            echo(f"budgets {name}: {model} {ln.label} seed {seed} budget {b:g} ({total} steps)")
+            s = train_branches(cfg, [total], cell.root, exp.recipe, cell.need, echo)[total]
+            rec = {
+                "model": model,
+                "dataset": cfg.dataset,
+                "contender": ln.label,
+                "row": ln.row,
+                "method": ln.method,
+                "seed": seed,
+                "budget_epochs": b,
+                "steps": total,
+                "sim_seconds": total * ln.sec_per_step,
+                "test_acc": s["test_acc"],
+                "val_acc": s["best_val_acc"],
+                "width": cfg.width,
+                "devices": ln.devices,
+                "schedule": ln.schedule,
+                "equal_time": ln.equal_time,
+                "equal_epochs": ln.equal_epochs,
+                "train_seconds": s.get("train_seconds"),
+                "run": s["out_dir"],
+            }
+            records = [
+                r
+                for r in records
+                if (r["model"], r["contender"], r["seed"], r["budget_epochs"])
+                != (model, ln.label, seed, b)
+            ] + [rec]
+            # A finished run is read back, not retrained.
+            with atomic_write(runs_path, mode="w") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+            write_budget_report(records, out_dir, meta)
     return records
 
 

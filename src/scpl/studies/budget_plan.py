@@ -1,0 +1,160 @@
+"""What a budget study has done and what it still has to train: ``scpl experiment NAME
+--budgets ... --plan``.
+
+A converged study runs for hours or days and across interruptions, so before (re)starting one
+a user wants to know what is left and roughly how long it takes. This walks the same cells, in
+the same order, as :func:`scpl.studies.budgets.run_budget_study` and, without training
+anything, counts the steps each one still needs: none for a finished run; the rest of a branch
+that holds a checkpoint of its own; otherwise the trunk's advance to the branch point (shared
+by the budgets of one (row, seed), so counted once) plus the branch's own decay. Hours come
+from the speed this machine measured on the contender's finished runs (``train_seconds /
+steps``); a contender with none yet shows "?".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+
+from scpl.errors import ConfigError
+from scpl.studies.budgets import (
+    Cell,
+    _finished,
+    _read_records,
+    _saved_key,
+    _trunk_state,
+    branch_base,
+    branch_run,
+    branch_step,
+    check_trunk_settings,
+    model_cells,
+    parse_budgets,
+    trunk_key,
+)
+from scpl.studies.experiment import (
+    computation_key,
+    newest_checkpoint,
+    resolve_experiment,
+    select_rows,
+)
+from scpl.training.checkpoint import branch_point_path
+
+
+def cell_work(cell: Cell, trunk_at: dict[Path, int]) -> tuple[int, str]:
+    """(steps still to train, what they are) for ``cell``; ``trunk_at`` holds how far each
+    trunk will already be when the cell's turn comes (updated as the walk goes)."""
+    base = branch_base(cell.cfg)
+    check_trunk_settings(cell.root / "trunk", base)
+    run_dir, want = branch_run(base, cell.root, cell.total)
+    if _finished(run_dir, computation_key(dataclasses.asdict(want))) is not None:
+        return 0, "done"
+    ck = newest_checkpoint(run_dir)
+    if ck is not None and _saved_key(ck) == trunk_key(want) and ck["step"] > 0:
+        return cell.total - ck["step"], f"branch resumes at step {ck['step']}"
+    p = branch_step(cell.total, base.decay_fraction)
+    if p == 0:
+        return cell.total, "fresh run (shares nothing with the trunk)"
+    trunk = cell.root / "trunk"
+    if cell.root not in trunk_at:
+        trunk_at[cell.root] = _trunk_state(trunk, trunk_key(base)) or 0
+    at = trunk_at[cell.root]
+    if branch_point_path(trunk, p, 0).exists():
+        advance, how = 0, "trunk holds the branch point"
+    elif p > at:
+        advance, how = p - at, f"trunk {at} -> {p}"
+        trunk_at[cell.root] = p
+    else:  # the trunk passed the point without keeping it: recomputed from the kept one before
+        kept = [
+            int(q.name.split("-")[1].split(".")[0])
+            for q in (trunk / "branches").glob("ckpt-*.rank0.pt")
+        ]
+        earlier = max([s for s in kept if s < p], default=0)
+        advance, how = p - earlier, f"trunk state recomputed {earlier} -> {p}"
+    return advance + cell.total - p, f"{how}, branch {p} -> {cell.total}"
+
+
+def _speeds(records: list[dict]) -> dict[tuple[str, str], float]:
+    """Measured seconds per step of each (model, contender) on its finished runs."""
+    per: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        if r.get("train_seconds") and r.get("steps"):
+            per.setdefault((r["model"], r["contender"]), []).append(r["train_seconds"] / r["steps"])
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def plan_budget_study(
+    name: str,
+    trials: int,
+    out_dir: Path,
+    budgets: str,
+    num_devices: int | None = None,
+    overrides: dict | None = None,
+    methods: tuple[str, ...] | None = None,
+    models: tuple[str, ...] | None = None,
+    rows: tuple[str, ...] | None = None,
+) -> list[dict]:
+    """One record per cell of the study (the arguments of ``run_budget_study``), in training
+    order: its steps, the steps still to train, what they are and the estimated seconds."""
+    exp = resolve_experiment(name)
+    if trials < 1:
+        raise ConfigError(f"--trials {trials} must be >= 1")
+    plan = parse_budgets(budgets, trials)
+    labels = select_rows(exp, methods, rows)
+    speeds = _speeds(_read_records(Path(out_dir) / "budget_runs.jsonl"))
+    trunk_at: dict[Path, int] = {}
+    out = []
+    for model in models or exp.models:
+        _, cells = model_cells(exp, name, model, plan, labels, overrides, num_devices, out_dir)
+        for cell in cells:
+            left, what = cell_work(cell, trunk_at)
+            speed = speeds.get((model, cell.line.label))
+            out.append(
+                {
+                    "model": model,
+                    "contender": cell.line.label,
+                    "seed": cell.seed,
+                    "budget_epochs": cell.budget,
+                    "steps": cell.total,
+                    "steps_left": left,
+                    "work": what,
+                    "seconds_left": None if speed is None else left * speed,
+                }
+            )
+    return out
+
+
+def format_plan(cells: list[dict]) -> str:
+    """Markdown: per budget, cells done and steps/hours left; then the cells still to train."""
+
+    def hours(rows: list[dict]) -> str:
+        if any(r["seconds_left"] is None and r["steps_left"] for r in rows):
+            known = sum(r["seconds_left"] or 0 for r in rows)
+            return f">= {known / 3600:.1f}" if known else "?"
+        return f"{sum(r['seconds_left'] or 0 for r in rows) / 3600:.1f}"
+
+    lines = [
+        "| model | budget | cells done | steps left | hours left (this machine) |",
+        "|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["model"], c["budget_epochs"]), []).append(c)
+    for (model, b), rows in groups.items():
+        done = sum(r["steps_left"] == 0 for r in rows)
+        left = sum(r["steps_left"] for r in rows)
+        lines.append(f"| {model} | {b:g} | {done}/{len(rows)} | {left} | {hours(rows)} |")
+    total = sum(c["steps_left"] for c in cells)
+    lines.append(
+        f"| all | | {sum(c['steps_left'] == 0 for c in cells)}/{len(cells)} | "
+        f"{total} | {hours(cells)} |"
+    )
+    todo = [c for c in cells if c["steps_left"]]
+    if todo:
+        lines += ["", "Still to train, in order:", ""]
+        lines += [
+            f"- {c['model']} {c['contender']} seed {c['seed']} budget {c['budget_epochs']:g} "
+            f"({c['steps']} steps): {c['steps_left']} steps left ({c['work']})"
+            for c in todo
+        ]
+    return "\n".join(lines) + "\n"
