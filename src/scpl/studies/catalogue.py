@@ -252,6 +252,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             **{f"scpl recon {w}": {"method": "scpl", "local_recon": w} for w in (0.1, 1.0)},
             **{f"{m} width {w}": {"method": m, "width": w}
                for m in ("bp", "scpl") for w in (0.5, 1.0)},
+            # The width sweep for the best variant (--preset best), not only the plain default.
+            **{f"scpl head pool 4 width {w}": {"method": "scpl", "head_pool": 4, "width": w}
+               for w in (0.5, 1.0)},
         },
         {**_FMNIST, "augment": "two-view-ref", "lr": 3e-3, "max_steps": 0,
          "test_every_epoch": False, "checkpoint_every": 100},
