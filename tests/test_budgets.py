@@ -11,8 +11,9 @@ Mutants this module catches (each applied by hand and seen to fail):
 - ``train_steps`` ignored by the epoch loop (``test_train_steps_stops_mid_epoch`` fails);
 - a resume whose length change moves the decay before the checkpoint accepted
   (``test_resume_past_constant_phase_is_refused`` fails);
-- ``--plan`` counting every budget's trunk from step 0, and a study folder of other settings
-  accepted (see the docstrings of the last two tests).
+- ``--plan`` counting every budget's trunk from step 0 or forgetting the branch points a trunk
+  passes, a study folder of other settings accepted, a save inside an epoch dropping that
+  epoch's seconds (each named in its test's docstring).
 """
 
 from __future__ import annotations
@@ -120,6 +121,20 @@ def test_branch_equals_fresh_run(tmp_path, total):
     # A finished budget is read back, not trained again.
     again = train_branches(_cfg(tmp_path), [total], tmp_path / "study", "custom", echo=print)
     assert again[total]["train_seconds"] == got["train_seconds"]
+
+
+def test_branch_inside_an_epoch_keeps_its_training_time(tmp_path):
+    """A budget branched inside the trunk's first epoch reports the trunk's seconds too
+    (mutant: a save inside an epoch storing only the finished epochs' seconds -- the branch
+    point holds 0 and the summary only the branch's own part)."""
+    from scpl.training.checkpoint import branch_point_path, load_checkpoint
+
+    got = train_branches(_cfg(tmp_path), [7], tmp_path / "study", "custom", echo=print)[7]
+    p = branch_step(7, 0.25)
+    assert 0 < p < 6  # inside the first epoch (6 steps)
+    kept = load_checkpoint(branch_point_path(tmp_path / "study" / "trunk", p, 0))
+    assert kept["train_seconds"] > 0
+    assert got["train_seconds"] > kept["train_seconds"]
 
 
 def test_resume_past_constant_phase_is_refused(tmp_path):
@@ -246,3 +261,39 @@ def test_study_refuses_a_folder_of_other_settings(tmp_path):
         with pytest.raises(ConfigError, match=r"other settings \(lr 0\.003 -> 0\.05\).*--out"):
             fn("smoke", 1, tmp_path, "1", rows=("bp",), overrides={"lr": 0.05})
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_plan_matches_the_steps_a_study_trains(tmp_path):
+    """With --time-to-accuracy, BP on one device and the BP pipeline share one trunk and branch
+    from it out of order; the plan counts what the study really trains: the trunk once, to its
+    last branch point, plus every branch's decay (mutant: branch points the trunk passes on
+    the way not remembered -- a budget-2 cell counts a recomputation that never happens)."""
+    from scpl.studies.budget_plan import plan_budget_study
+    from scpl.studies.budgets import run_budget_study
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    plan = plan_budget_study("smoke", 1, tmp_path, "1,2", num_devices=2, rows=("bp",))
+    assert len({c["contender"] for c in plan}) == 2  # BP on one device, the pipeline
+    frac = TrainConfig().decay_fraction
+    points = [branch_step(c["steps"], frac) for c in plan]
+    assert points != sorted(points)  # the trunk's branch points come out of order
+    # Lines of one row whose lengths match train one run (one steps-<T> folder).
+    branches = {c["steps"]: c["steps"] - p for c, p in zip(plan, points, strict=True)}
+    trained = max(points) + sum(branches.values())
+    assert sum(c["steps_left"] for c in plan) == trained
+    run_budget_study("smoke", 1, tmp_path, "1,2", 2, rows=("bp",), echo=quiet)
+    trunk = _final_step(tmp_path)
+    assert trunk == max(points)
+    assert all(
+        c["steps_left"] == 0
+        for c in plan_budget_study("smoke", 1, tmp_path, "1,2", num_devices=2, rows=("bp",))
+    )
+
+
+def _final_step(study) -> int:
+    from scpl.studies.experiment import newest_checkpoint
+
+    (trunk,) = study.glob("runs/*/trunk")
+    kept = [int(p.name.split("-")[1].split(".")[0]) for p in trunk.glob("branches/ckpt-*.pt")]
+    ck = newest_checkpoint(trunk)
+    return max([*kept, ck["step"] if ck else 0])

@@ -4,17 +4,17 @@
 A converged study runs for hours or days and across interruptions, so before (re)starting one
 a user wants to know what is left and roughly how long it takes. This walks the same cells, in
 the same order, as :func:`scpl.studies.budgets.run_budget_study` and, without training
-anything, counts the steps each one still needs: none for a finished run; the rest of a branch
-that holds a checkpoint of its own; otherwise the trunk's advance to the branch point (shared
-by the budgets of one (row, seed), so counted once) plus the branch's own decay. Hours come
-from the speed this machine measured on the contender's finished runs (``train_seconds /
-steps``); a contender with none yet shows "?".
+anything (nor touching a file: it may run beside the study), counts the steps each one still
+needs: none for a finished run; the rest of a branch that holds a checkpoint of its own;
+otherwise the trunk's advance to the branch point (shared by every line and budget of one
+(row, seed), so counted once; the trunk keeps each branch point it passes) plus the branch's
+own decay. Hours come from the speed this machine measured on the contender's finished runs
+(``train_seconds / steps``); a contender with none yet shows "?".
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from pathlib import Path
 
 from scpl.errors import ConfigError
@@ -38,49 +38,71 @@ from scpl.studies.experiment import (
     resolve_experiment,
     select_rows,
 )
-from scpl.training.checkpoint import branch_point_path
 
 
-def cell_work(cell: Cell, trunk_at: dict[Path, int]) -> tuple[int, str]:
-    """(steps still to train, what they are) for ``cell``; ``trunk_at`` holds how far each
-    trunk will already be when the cell's turn comes (updated as the walk goes)."""
+class _Walk:
+    """What the walk has planned so far: how far each trunk will be, the branch points it will
+    hold, and the branch runs already counted."""
+
+    def __init__(self) -> None:
+        self.at: dict[Path, int] = {}
+        self.points: dict[Path, set[int]] = {}
+        self.counted: set[Path] = set()
+
+    def trunk(self, cell: Cell, base) -> tuple[int, set[int]]:
+        if cell.root not in self.at:
+            trunk = cell.root / "trunk"
+            self.at[cell.root] = _trunk_state(trunk, trunk_key(base), tidy=False) or 0
+            self.points[cell.root] = {
+                int(q.name.split("-")[1].split(".")[0])
+                for q in (trunk / "branches").glob("ckpt-*.rank0.pt")
+            }
+        return self.at[cell.root], self.points[cell.root]
+
+
+def cell_work(cell: Cell, walk: _Walk) -> tuple[int, str]:
+    """(steps still to train, what they are) for ``cell``, given what the cells before it in
+    the walk will have trained (``walk``, updated)."""
     base = branch_base(cell.cfg)
-    check_trunk_settings(cell.root / "trunk", base)
     run_dir, want = branch_run(base, cell.root, cell.total)
+    if run_dir in walk.counted:
+        return 0, "counted above"
+    walk.counted.add(run_dir)
     if _finished(run_dir, computation_key(dataclasses.asdict(want))) is not None:
         return 0, "done"
-    ck = newest_checkpoint(run_dir)
+    check_trunk_settings(cell.root / "trunk", base)
+    ck = newest_checkpoint(run_dir, tidy=False)  # read only: the study may be running
     if ck is not None and _saved_key(ck) == trunk_key(want) and ck["step"] > 0:
         return cell.total - ck["step"], f"branch resumes at step {ck['step']}"
-    p = branch_step(cell.total, base.decay_fraction)
+    frac = base.decay_fraction
+    p = branch_step(cell.total, frac)
     if p == 0:
         return cell.total, "fresh run (shares nothing with the trunk)"
-    trunk = cell.root / "trunk"
-    if cell.root not in trunk_at:
-        trunk_at[cell.root] = _trunk_state(trunk, trunk_key(base)) or 0
-    at = trunk_at[cell.root]
-    if branch_point_path(trunk, p, 0).exists():
+    at, points = walk.trunk(cell, base)
+    if p in points:
         advance, how = 0, "trunk holds the branch point"
     elif p > at:
+        # The trunk keeps every branch point of its (row, seed) that it passes on the way.
         advance, how = p - at, f"trunk {at} -> {p}"
-        trunk_at[cell.root] = p
+        walk.at[cell.root] = p
+        points |= {q for q in (branch_step(t, frac) for t in cell.need) if at < q <= p}
     else:  # the trunk passed the point without keeping it: recomputed from the kept one before
-        kept = [
-            int(q.name.split("-")[1].split(".")[0])
-            for q in (trunk / "branches").glob("ckpt-*.rank0.pt")
-        ]
-        earlier = max([s for s in kept if s < p], default=0)
+        earlier = max([q for q in points if q < p], default=0)
         advance, how = p - earlier, f"trunk state recomputed {earlier} -> {p}"
+        points.add(p)
     return advance + cell.total - p, f"{how}, branch {p} -> {cell.total}"
 
 
 def _speeds(records: list[dict]) -> dict[tuple[str, str], float]:
-    """Measured seconds per step of each (model, contender) on its finished runs."""
-    per: dict[tuple[str, str], list[float]] = {}
+    """Seconds per step of each (model, contender), the slowest its finished runs measured:
+    runs branched before 2026-12-05 under-report (a save inside an epoch did not count that
+    epoch's time so far), the more so the shorter the budget."""
+    per: dict[tuple[str, str], float] = {}
     for r in records:
         if r.get("train_seconds") and r.get("steps"):
-            per.setdefault((r["model"], r["contender"]), []).append(r["train_seconds"] / r["steps"])
-    return {k: statistics.median(v) for k, v in per.items()}
+            key = (r["model"], r["contender"])
+            per[key] = max(per.get(key, 0.0), r["train_seconds"] / r["steps"])
+    return per
 
 
 def plan_budget_study(
@@ -102,12 +124,12 @@ def plan_budget_study(
     plan = parse_budgets(budgets, trials)
     labels = select_rows(exp, methods, rows)
     speeds = _speeds(_read_records(Path(out_dir) / "budget_runs.jsonl"))
-    trunk_at: dict[Path, int] = {}
+    walk = _Walk()
     out = []
     for model in models or exp.models:
         _, cells = model_cells(exp, name, model, plan, labels, overrides, num_devices, out_dir)
         for cell in cells:
-            left, what = cell_work(cell, trunk_at)
+            left, what = cell_work(cell, walk)
             speed = speeds.get((model, cell.line.label))
             out.append(
                 {

@@ -37,6 +37,7 @@ from scpl.errors import ConfigError
 from scpl.parallel.base import wsd_decay_start
 from scpl.report.budgets import write_budget_report
 from scpl.studies.experiment import (
+    LEGACY_VALUES,
     computation_key,
     newest_checkpoint,
     pin_threads,
@@ -115,7 +116,6 @@ def train_branches(
 
     root = Path(root)
     base = branch_base(cfg)
-    check_trunk_settings(root / "trunk", base)
     frac = base.decay_fraction
     points = sorted({branch_step(t, frac) for t in {*totals, *planned}} - {0})
     out: dict[int, dict] = {}
@@ -124,6 +124,7 @@ def train_branches(
         key = computation_key(dataclasses.asdict(want))
         summary = _finished(run_dir, key)
         if summary is None:
+            check_trunk_settings(root / "trunk", base)
             p = branch_step(total, frac)
             if not _has_checkpoint(run_dir, want):
                 if p == 0:  # nothing to share: a fresh run
@@ -154,14 +155,14 @@ def check_trunk_settings(trunk: Path, base: TrainConfig) -> None:
     """Refuse a (row, seed) folder whose trunk trained other settings (say, an earlier
     ``--set lr=...`` into the same ``--out``): its branch points must not seed these runs, and
     its finished runs must not be deleted to make room."""
-    ck = newest_checkpoint(trunk)
+    ck = newest_checkpoint(trunk, tidy=False)  # read only: --plan may run beside the study
     if ck is None:
         points = sorted((trunk / "branches").glob("ckpt-*.rank0.pt"))
         ck = load_checkpoint(points[0]) if points else None
     if ck is None or _saved_key(ck) == trunk_key(base):
         return
-    saved, now = ck.get("config", {}), dataclasses.asdict(base)
-    default = dataclasses.asdict(TrainConfig())
+    saved = LEGACY_VALUES | ck.get("config", {})
+    now, default = dataclasses.asdict(base), dataclasses.asdict(TrainConfig())
     length = ("train_steps", "epochs", "lr_schedule")
     diff = [
         f"{k} {saved.get(k, default[k])!r} -> {now[k]!r}"
@@ -170,7 +171,8 @@ def check_trunk_settings(trunk: Path, base: TrainConfig) -> None:
     ]
     raise ConfigError(
         f"{trunk.parent} holds this row's runs with other settings ({'; '.join(diff) or '?'}); "
-        "a study folder keeps one setting per row and seed: pass another --out for these"
+        "a study folder keeps one setting per row and seed: pass another --out for these (or "
+        "delete that folder)"
     )
 
 
@@ -213,18 +215,20 @@ def _length_for(point: int, frac: float) -> int:
     return n
 
 
-def _trunk_state(trunk: Path, key: str) -> int | None:
-    """The step the trunk resumes from (None: start afresh)."""
-    ck = newest_checkpoint(trunk)
+def _trunk_state(trunk: Path, key: str, tidy: bool = True) -> int | None:
+    """The step the trunk resumes from (None: start afresh); ``tidy=False``: read only."""
+    ck = newest_checkpoint(trunk, tidy)
     if ck is None or _saved_key(ck) != key:
         return None  # none, or another computation: never reuse it
     return ck["step"]
 
 
 def _saved_key(ck: dict) -> str:
-    """The trunk key of the run a checkpoint was saved by."""
+    """The trunk key of the run a checkpoint was saved by (fields it predates take the values
+    such runs computed with: :func:`computation_key`)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return trunk_key(TrainConfig(**{k: v for k, v in ck.get("config", {}).items() if k in names}))
+    saved = {k: v for k, v in ck.get("config", {}).items() if k in names}
+    return computation_key(saved | {"train_steps": 0, "epochs": 1, "lr_schedule": "wsd"})
 
 
 def _fill_point(cfg: TrainConfig, trunk: Path, point: int, recipe: str) -> None:

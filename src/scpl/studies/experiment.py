@@ -262,15 +262,16 @@ def append_record(path: Path, rec: dict) -> None:
         os.close(fd)
 
 
-def newest_checkpoint(run_dir: Path) -> dict | None:
+def newest_checkpoint(run_dir: Path, tidy: bool = True) -> dict | None:
     """The newest complete checkpoint of ``run_dir`` (rank 0), or None if it has none that can
-    be read (an interrupted run then starts afresh)."""
+    be read (an interrupted run then starts afresh). ``tidy=False``: read only (see
+    :func:`~scpl.training.checkpoint.latest_checkpoint`)."""
     from scpl.training.checkpoint import latest_checkpoint, load_checkpoint
 
     if not (Path(run_dir) / "checkpoints").is_dir():
         return None
     try:
-        return load_checkpoint(latest_checkpoint(run_dir, 0, None))
+        return load_checkpoint(latest_checkpoint(run_dir, 0, None, tidy))
     except Exception:  # none complete, unreadable
         return None
 

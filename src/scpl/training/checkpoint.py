@@ -156,9 +156,11 @@ def save_branch_point(out_dir: Path, step: int, rank: int, state: dict) -> Path:
     return path
 
 
-def latest_checkpoint(run_dir: Path, rank: int, world_size: int | None) -> Path:
+def latest_checkpoint(run_dir: Path, rank: int, world_size: int | None, tidy: bool = True) -> Path:
     """The newest step that every rank has saved (``world_size=None``: that ``rank`` has
-    saved); raise a clear error if there is none."""
+    saved); raise a clear error if there is none. ``tidy`` deletes saves a crash left
+    unfinished; a reader that may run beside the training (``--plan``) passes False, since
+    the newest of those may be a save still in progress."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ScplError(
@@ -167,7 +169,7 @@ def latest_checkpoint(run_dir: Path, rank: int, world_size: int | None) -> Path:
     ck_dir = run_dir / "checkpoints"
     if not ck_dir.is_dir():
         raise ScplError(f"no checkpoints in {ck_dir}; pass the --out dir of a run that saved some")
-    for stale in ck_dir.glob(f"ckpt-*.rank{rank}.pt.*.tmp"):
+    for stale in ck_dir.glob(f"ckpt-*.rank{rank}.pt.*.tmp") if tidy else ():
         # A save interrupted by a crash: never renamed, never valid (kept if we may not delete).
         with contextlib.suppress(OSError):
             stale.unlink(missing_ok=True)

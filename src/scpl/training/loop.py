@@ -285,7 +285,9 @@ def _train(
                 "next_i": next_i,
                 "step": step,
                 "best": best,
-                "train_seconds": train_seconds,
+                # A save inside an epoch (budgets branch there) counts that epoch's time so far,
+                # so a run resumed from it reports its whole training time.
+                "train_seconds": train_seconds + (time.perf_counter() - t0 if next_i else 0.0),
                 "samples_seen": samples_seen,
                 "applied": applied,
                 # The thread count resolved: a resume uses the same one (same bits).
