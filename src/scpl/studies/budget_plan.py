@@ -20,17 +20,17 @@ from pathlib import Path
 from scpl.errors import ConfigError
 from scpl.studies.budgets import (
     Cell,
-    _finished,
-    _read_records,
-    _saved_key,
-    _trunk_state,
     branch_base,
     branch_run,
     branch_step,
     check_trunk_settings,
+    finished_summary,
     model_cells,
     parse_budgets,
+    read_records,
+    saved_trunk_key,
     trunk_key,
+    trunk_state,
 )
 from scpl.studies.experiment import (
     computation_key,
@@ -52,7 +52,7 @@ class _Walk:
     def trunk(self, cell: Cell, base) -> tuple[int, set[int]]:
         if cell.root not in self.at:
             trunk = cell.root / "trunk"
-            self.at[cell.root] = _trunk_state(trunk, trunk_key(base), tidy=False) or 0
+            self.at[cell.root] = trunk_state(trunk, trunk_key(base), tidy=False) or 0
             self.points[cell.root] = {
                 int(q.name.split("-")[1].split(".")[0])
                 for q in (trunk / "branches").glob("ckpt-*.rank0.pt")
@@ -68,11 +68,11 @@ def cell_work(cell: Cell, walk: _Walk) -> tuple[int, str]:
     if run_dir in walk.counted:
         return 0, "counted above"
     walk.counted.add(run_dir)
-    if _finished(run_dir, computation_key(dataclasses.asdict(want))) is not None:
+    if finished_summary(run_dir, computation_key(dataclasses.asdict(want))) is not None:
         return 0, "done"
     check_trunk_settings(cell.root / "trunk", base)
     ck = newest_checkpoint(run_dir, tidy=False)  # read only: the study may be running
-    if ck is not None and _saved_key(ck) == trunk_key(want) and ck["step"] > 0:
+    if ck is not None and saved_trunk_key(ck) == trunk_key(want) and ck["step"] > 0:
         return cell.total - ck["step"], f"branch resumes at step {ck['step']}"
     frac = base.decay_fraction
     p = branch_step(cell.total, frac)
@@ -123,7 +123,7 @@ def plan_budget_study(
         raise ConfigError(f"--trials {trials} must be >= 1")
     plan = parse_budgets(budgets, trials)
     labels = select_rows(exp, methods, rows)
-    speeds = _speeds(_read_records(Path(out_dir) / "budget_runs.jsonl"))
+    speeds = _speeds(read_records(Path(out_dir) / "budget_runs.jsonl"))
     walk = _Walk()
     out = []
     for model in models or exp.models:

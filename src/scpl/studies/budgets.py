@@ -122,7 +122,7 @@ def train_branches(
     for total in sorted(totals):
         run_dir, want = branch_run(base, root, total)
         key = computation_key(dataclasses.asdict(want))
-        summary = _finished(run_dir, key)
+        summary = finished_summary(run_dir, key)
         if summary is None:
             check_trunk_settings(root / "trunk", base)
             p = branch_step(total, frac)
@@ -159,7 +159,7 @@ def check_trunk_settings(trunk: Path, base: TrainConfig) -> None:
     if ck is None:
         points = sorted((trunk / "branches").glob("ckpt-*.rank0.pt"))
         ck = load_checkpoint(points[0]) if points else None
-    if ck is None or _saved_key(ck) == trunk_key(base):
+    if ck is None or saved_trunk_key(ck) == trunk_key(base):
         return
     saved = LEGACY_VALUES | ck.get("config", {})
     now, default = dataclasses.asdict(base), dataclasses.asdict(TrainConfig())
@@ -187,7 +187,7 @@ def _advance_trunk(base, trunk: Path, point: int, last: int, points, recipe, ech
     length = _length_for(last, base.decay_fraction)
     cfg = dataclasses.replace(base, train_steps=length, out=str(trunk))
     key = trunk_key(cfg)
-    start = _trunk_state(trunk, key)
+    start = trunk_state(trunk, key)
     if start is not None and start > point:
         echo(f"  trunk is at step {start}: recomputing its state at step {point}")
         _fill_point(cfg, trunk, point, recipe)
@@ -215,15 +215,15 @@ def _length_for(point: int, frac: float) -> int:
     return n
 
 
-def _trunk_state(trunk: Path, key: str, tidy: bool = True) -> int | None:
+def trunk_state(trunk: Path, key: str, tidy: bool = True) -> int | None:
     """The step the trunk resumes from (None: start afresh); ``tidy=False``: read only."""
     ck = newest_checkpoint(trunk, tidy)
-    if ck is None or _saved_key(ck) != key:
+    if ck is None or saved_trunk_key(ck) != key:
         return None  # none, or another computation: never reuse it
     return ck["step"]
 
 
-def _saved_key(ck: dict) -> str:
+def saved_trunk_key(ck: dict) -> str:
     """The trunk key of the run a checkpoint was saved by (fields it predates take the values
     such runs computed with: :func:`computation_key`)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -264,7 +264,7 @@ def _seed_branch(trunk: Path, point: int, run_dir: Path) -> None:
     shutil.copy2(branch_point_path(trunk, point, 0), checkpoint_path(run_dir, point, 0))
 
 
-def _finished(run_dir: Path, key: str) -> dict | None:
+def finished_summary(run_dir: Path, key: str) -> dict | None:
     path = run_dir / "summary.json"
     if not path.exists():
         return None
@@ -276,7 +276,7 @@ def _has_checkpoint(run_dir: Path, want: TrainConfig) -> bool:
     """Does a branch folder hold a checkpoint of ``want``'s computation? (A branch's
     checkpoints hold the trunk's length until its first save of its own.)"""
     ck = newest_checkpoint(run_dir)
-    return ck is not None and _saved_key(ck) == trunk_key(want)
+    return ck is not None and saved_trunk_key(ck) == trunk_key(want)
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -419,7 +419,7 @@ def run_budget_study(
     # Cells an earlier invocation finished and this one does not train (other rows, seeds or
     # budgets) stay in the tables: a study grows over invocations. A cell trained again
     # replaces its record; one whose run folder is gone is dropped.
-    records = _read_records(runs_path)
+    records = read_records(runs_path)
     for model in models or exp.models:
         lines, cells = model_cells(exp, name, model, plan, labels, overrides, num_devices, out_dir)
         echo(
@@ -463,7 +463,7 @@ def run_budget_study(
     return records
 
 
-def _read_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
     """The records of ``budget_runs.jsonl`` whose run folders still hold their summary."""
     out = []
     for r in read_jsonl(path):
