@@ -318,10 +318,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         overrides["smoke"] = True
     if args.plan and not args.budgets:
         raise ConfigError("--plan shows what a budget study has left: add --budgets B1,B2,...")
-    if args.budgets and args.plan:
-        from scpl.studies.budget_plan import format_plan, plan_budget_study
-
-        cells = plan_budget_study(
+    if args.budgets:
+        # The same study either way: --plan walks the cells that running it would train.
+        study = (
             args.name,
             args.trials,
             out,
@@ -330,24 +329,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             overrides,
             tuple(args.methods.split(",")) if args.methods else None,
             tuple(args.models.split(",")) if args.models else None,
-            rows=tuple(args.rows.split(",")) if args.rows else None,
+            tuple(args.rows.split(",")) if args.rows else None,
         )
-        print(format_plan(cells), end="")
+    if args.budgets and args.plan:
+        from scpl.studies.budget_plan import format_plan, plan_budget_study
+
+        print(format_plan(plan_budget_study(*study)), end="")
         return 0
     if args.budgets:
         from scpl.studies.budgets import run_budget_study
 
-        run_budget_study(
-            args.name,
-            args.trials,
-            out,
-            args.budgets,
-            args.devices_sim if args.time_to_accuracy else None,
-            overrides,
-            tuple(args.methods.split(",")) if args.methods else None,
-            tuple(args.models.split(",")) if args.models else None,
-            rows=tuple(args.rows.split(",")) if args.rows else None,
-        )
+        run_budget_study(*study)
         print((out / "curves.md").read_text())
         print(f"wrote {out}/curves.json, curves.md, curves_time.png and budget_runs.jsonl")
         return 0

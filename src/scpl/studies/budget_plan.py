@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from scpl.errors import ConfigError
 from scpl.studies.budgets import (
     Cell,
     branch_base,
@@ -25,9 +24,10 @@ from scpl.studies.budgets import (
     branch_step,
     check_trunk_settings,
     finished_summary,
+    kept_points,
     model_cells,
-    parse_budgets,
     read_records,
+    resolve_study,
     saved_trunk_key,
     trunk_key,
     trunk_state,
@@ -35,8 +35,6 @@ from scpl.studies.budgets import (
 from scpl.studies.experiment import (
     computation_key,
     newest_checkpoint,
-    resolve_experiment,
-    select_rows,
 )
 
 
@@ -53,10 +51,7 @@ class _Walk:
         if cell.root not in self.at:
             trunk = cell.root / "trunk"
             self.at[cell.root] = trunk_state(trunk, trunk_key(base), tidy=False) or 0
-            self.points[cell.root] = {
-                int(q.name.split("-")[1].split(".")[0])
-                for q in (trunk / "branches").glob("ckpt-*.rank0.pt")
-            }
+            self.points[cell.root] = set(kept_points(trunk))
         return self.at[cell.root], self.points[cell.root]
 
 
@@ -118,11 +113,7 @@ def plan_budget_study(
 ) -> list[dict]:
     """One record per cell of the study (the arguments of ``run_budget_study``), in training
     order: its steps, the steps still to train, what they are and the estimated seconds."""
-    exp = resolve_experiment(name)
-    if trials < 1:
-        raise ConfigError(f"--trials {trials} must be >= 1")
-    plan = parse_budgets(budgets, trials)
-    labels = select_rows(exp, methods, rows)
+    exp, plan, labels = resolve_study(name, trials, budgets, methods, rows)
     speeds = _speeds(read_records(Path(out_dir) / "budget_runs.jsonl"))
     walk = _Walk()
     out = []

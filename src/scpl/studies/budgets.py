@@ -231,17 +231,21 @@ def saved_trunk_key(ck: dict) -> str:
     return computation_key(saved | {"train_steps": 0, "epochs": 1, "lr_schedule": "wsd"})
 
 
+def kept_points(trunk: Path) -> list[int]:
+    """The steps whose state the trunk keeps for branches (sorted)."""
+    return sorted(
+        int(p.name.split("-")[1].split(".")[0])
+        for p in (trunk / "branches").glob("ckpt-*.rank0.pt")
+    )
+
+
 def _fill_point(cfg: TrainConfig, trunk: Path, point: int, recipe: str) -> None:
     """Recompute the trunk's state after ``point`` when the trunk is already past it (a budget
     added later): from the newest kept state before it, in a scratch folder, so the trunk
     keeps its progress."""
     from scpl.training.loop import train
 
-    kept = sorted(
-        int(p.name.split("-")[1].split(".")[0])
-        for p in (trunk / "branches").glob("ckpt-*.rank0.pt")
-    )
-    earlier = [s for s in kept if s < point]
+    earlier = [s for s in kept_points(trunk) if s < point]
     fill = trunk.parent / "trunk-fill"
     if fill.exists():
         shutil.rmtree(fill)
@@ -394,6 +398,14 @@ def model_cells(
     return lines, cells
 
 
+def resolve_study(name: str, trials: int, budgets: str, methods, rows):
+    """(experiment, [(budget, seeds)], row labels) of a budget study's arguments."""
+    exp = resolve_experiment(name)
+    if trials < 1:
+        raise ConfigError(f"--trials {trials} must be >= 1")
+    return exp, parse_budgets(budgets, trials), select_rows(exp, methods, rows)
+
+
 def run_budget_study(
     name: str,
     trials: int,
@@ -408,11 +420,7 @@ def run_budget_study(
 ) -> list[dict]:
     """Train every (model, row, seed) of experiment ``name`` at every budget (see the module
     docstring); write curves.json/.md/.png to ``out_dir``; return the curve records."""
-    exp = resolve_experiment(name)
-    if trials < 1:
-        raise ConfigError(f"--trials {trials} must be >= 1")
-    plan = parse_budgets(budgets, trials)
-    labels = select_rows(exp, methods, rows)
+    exp, plan, labels = resolve_study(name, trials, budgets, methods, rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_path = out_dir / "budget_runs.jsonl"
     meta = run_meta(name, exp, trials) | {"budgets": budgets, "devices_sim": num_devices}
