@@ -13,7 +13,8 @@ Mutants this module catches (each applied by hand and seen to fail):
   (``test_resume_past_constant_phase_is_refused`` fails);
 - ``--plan`` counting every budget's trunk from step 0 or forgetting the branch points a trunk
   passes, a study folder of other settings accepted, a save inside an epoch dropping that
-  epoch's seconds (each named in its test's docstring).
+  epoch's seconds, the best-run-within-the-time table picking on test accuracy, from longer
+  budgets or from another seed (each named in its test's docstring).
 """
 
 from __future__ import annotations
@@ -297,3 +298,33 @@ def _final_step(study) -> int:
     kept = [int(p.name.split("-")[1].split(".")[0]) for p in trunk.glob("branches/ckpt-*.pt")]
     ck = newest_checkpoint(trunk)
     return max([*kept, ck["step"] if ck else 0])
+
+
+def test_best_within_picks_on_validation_among_shorter_budgets():
+    """Each budget takes its seed's run, among budgets up to it, with the best validation
+    accuracy. Mutants: picking on test accuracy (budget 2 would report 0.95, not 0.80); looking
+    at longer budgets too (budget 1 would take budget 5's run); pooling seeds (seed 1 would take
+    seed 0's run)."""
+    from scpl.report.budgets import best_within, crossover
+
+    def rec(seed, b, val, test, contender="P", method="bp"):
+        return {**_rec(contender, method, seed, b, test), "val_acc": val, "equal_time": True}
+
+    recs = [
+        rec(0, 1, 0.85, 0.80),
+        rec(0, 2, 0.84, 0.95),  # better test, worse validation: not chosen
+        rec(0, 5, 0.90, 0.88),
+        rec(1, 1, 0.70, 0.70),
+        rec(1, 2, 0.75, 0.74),
+        rec(1, 5, 0.60, 0.61),
+    ]
+    got = {(r["seed"], r["budget_epochs"]): r for r in best_within(recs)}
+    assert got[(0, 1)]["test_acc"] == 0.80 and got[(0, 2)]["test_acc"] == 0.80
+    assert got[(0, 2)]["picked_budget"] == 1 and got[(0, 5)]["test_acc"] == 0.88
+    assert got[(1, 5)]["test_acc"] == 0.74 and got[(1, 5)]["picked_budget"] == 2
+    # A local contender that passes a BP contender only because that one got worse with more
+    # steps: no crossover once BP may keep its earlier, better run.
+    recs = [rec(0, 1, 0.9, 0.90), rec(0, 2, 0.8, 0.70)]
+    recs += [rec(0, 1, 0.5, 0.85, "S", "scpl"), rec(0, 2, 0.5, 0.80, "S", "scpl")]
+    assert crossover(recs, "m", "S") == "2"
+    assert crossover(best_within(recs), "m", "S") == "none up to 2"

@@ -36,8 +36,13 @@ def crossover(records: list[dict], model: str, local: str) -> str:
     """The smallest budget at which contender ``local`` is at or above every BP contender at
     equal simulated time (means over seeds), or 'none up to B'."""
     cells = by_cell([r for r in records if r["model"] == model])
-    bps = sorted({r["contender"] for r in records if r["model"] == model and r["method"] == "bp"
-                  and r["equal_time"]})
+    bps = sorted(
+        {
+            r["contender"]
+            for r in records
+            if r["model"] == model and r["method"] == "bp" and r["equal_time"]
+        }
+    )
     budgets = sorted({b for (_, c, b) in cells if c == local})
     for b in budgets:
         if not all((model, c, b) in cells for c in bps):
@@ -46,6 +51,37 @@ def crossover(records: list[dict], model: str, local: str) -> str:
         if bps and all(mine >= _mean(cells[(model, c, b)]) for c in bps):
             return f"{b:g}"
     return f"none up to {budgets[-1]:g}" if budgets else "–"
+
+
+def best_within(records: list[dict]) -> list[dict]:
+    """Each record replaced by the best run its seed could have chosen within the same time:
+    among that (model, contender, seed)'s budgets up to this one, the run with the highest
+    validation accuracy (the longer on ties), keeping this budget and its simulated time.
+
+    Why: a user with B's time may train any shorter length, and picks it on validation, as the
+    epoch inside a run is picked. Without this, a contender whose constant learning rate starts
+    to hurt late (more steps, lower accuracy) is scored below what it reached earlier.
+    """
+    runs: dict[tuple, list[dict]] = {}
+    for r in records:
+        runs.setdefault((r["model"], r["contender"], r["seed"]), []).append(r)
+    out = []
+    for r in records:
+        earlier = [
+            x
+            for x in runs[(r["model"], r["contender"], r["seed"])]
+            if x["budget_epochs"] <= r["budget_epochs"]
+        ]
+        pick = max(earlier, key=lambda x: (x["val_acc"], x["budget_epochs"]))
+        out.append(
+            r
+            | {
+                "test_acc": pick["test_acc"],
+                "val_acc": pick["val_acc"],
+                "picked_budget": pick["budget_epochs"],
+            }
+        )
+    return out
 
 
 def _mean(rs: list[dict]) -> float:
@@ -99,7 +135,8 @@ def _gap_table(records: list[dict], model: str, budgets: list[float]) -> list[st
         "",
         "### Gap to BP on one device at equal epochs (points, paired by seed; same width)",
         "",
-        "| contender | vs | " + " | ".join(f"{b:g} ep" for b in budgets)
+        "| contender | vs | "
+        + " | ".join(f"{b:g} ep" for b in budgets)
         + " | last change: still closing? |",
         "|---|---|" + "---|" * (len(budgets) + 1),
     ]
@@ -155,7 +192,12 @@ def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
     ]
     for model in sorted({r["model"] for r in records}):
         budgets = sorted({r["budget_epochs"] for r in records if r["model"] == model})
-        lines += [f"## {model}", "", "### Equal epochs (each row's own epochs at its own batch)", ""]
+        lines += [
+            f"## {model}",
+            "",
+            "### Equal epochs (each row's own epochs at its own batch)",
+            "",
+        ]
         lines += _table(records, model, "equal_epochs", budgets)
         lines += _gap_table(records, model, budgets)
         timed = [r for r in records if r["model"] == model and r["equal_time"]]
@@ -167,9 +209,24 @@ def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
                 "",
             ]
             lines += _table(records, model, "equal_time", budgets)
-            lines += ["", "| local contender | crossover budget (>= every BP contender) |", "|---|---|"]
+            best = best_within(records)
+            lines += [
+                "",
+                "#### The same, each seed's best run within the time (its budget <= B with the "
+                "best validation accuracy)",
+                "",
+            ]
+            lines += _table(best, model, "equal_time", budgets)
+            lines += [
+                "",
+                "| local contender | crossover budget (>= every BP contender) | "
+                "the same, best run within the time |",
+                "|---|---|---|",
+            ]
             for c in sorted({r["contender"] for r in timed if r["method"] != "bp"}):
-                lines.append(f"| {c} | {crossover(records, model, c)} |")
+                lines.append(
+                    f"| {c} | {crossover(records, model, c)} | {crossover(best, model, c)} |"
+                )
         lines.append("")
     lines += ["```", json.dumps(meta, indent=1, default=str), "```"]
     with atomic_write(out_dir / "curves.md", mode="w") as f:
@@ -221,4 +278,12 @@ def plot_time_curves(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["CURVE_FIELDS", "crossover", "gap_trend", "gaps", "plot_time_curves", "write_budget_report"]
+__all__ = [
+    "CURVE_FIELDS",
+    "best_within",
+    "crossover",
+    "gap_trend",
+    "gaps",
+    "plot_time_curves",
+    "write_budget_report",
+]
