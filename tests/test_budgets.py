@@ -14,7 +14,8 @@ Mutants this module catches (each applied by hand and seen to fail):
 - ``--plan`` counting every budget's trunk from step 0 or forgetting the branch points a trunk
   passes, a study folder of other settings accepted, a save inside an epoch dropping that
   epoch's seconds, the best-run-within-the-time table picking on test accuracy, from longer
-  budgets or from another seed (each named in its test's docstring).
+  budgets or from another seed, cells trained seed by seed instead of equal epochs first (each
+  named in its test's docstring).
 """
 
 from __future__ import annotations
@@ -328,3 +329,14 @@ def test_best_within_picks_on_validation_among_shorter_budgets():
     recs += [rec(0, 1, 0.5, 0.85, "S", "scpl"), rec(0, 2, 0.5, 0.80, "S", "scpl")]
     assert crossover(recs, "m", "S") == "2"
     assert crossover(best_within(recs), "m", "S") == "none up to 2"
+
+
+def test_equal_epoch_cells_come_first_within_a_budget(tmp_path):
+    """Within a budget the study trains every seed's equal-epoch cells before the longer
+    equal-time ones, so the equal-steps comparison is complete first (mutant: seed by seed,
+    the pipeline's seed-0 cell would come before BP's seed-1 cell)."""
+    from scpl.studies.budget_plan import plan_budget_study
+
+    plan = plan_budget_study("smoke", 2, tmp_path, "1,2", num_devices=2, rows=("bp",))
+    order = [(c["budget_epochs"], "1 device" in c["contender"], c["seed"]) for c in plan]
+    assert order == [(b, one, s) for b in (1, 2) for one in (True, False) for s in (0, 1)]

@@ -369,7 +369,9 @@ def model_cells(
     exp, name, model, plan, labels, overrides, num_devices, out_dir
 ) -> tuple[list[Line], list[Cell]]:
     """The contenders of ``model`` and its cells in training order: budget by budget (all
-    seeds and rows of the smallest budget first)."""
+    seeds and rows of the smallest budget first); within a budget, the lines that train the
+    budget's own epochs (all seeds) before the equal-time lines, which take 2-4x the steps:
+    the equal-steps comparisons arrive first, at every seed."""
     values = {**exp.overrides, **exp.per_model.get(model, {}), **(overrides or {})}
     values.update(model=model, lr_schedule="wsd")
     if num_devices:
@@ -392,8 +394,10 @@ def model_cells(
             need[(ln.row, seed)],
         )
         for b, n in plan
+        for timed in (False, True)
         for seed in range(n)
         for ln in lines
+        if (ln.equal_time and not ln.equal_epochs) == timed
     ]
     return lines, cells
 
