@@ -14,8 +14,9 @@ Mutants this module catches (each applied by hand and seen to fail):
 - ``--plan`` counting every budget's trunk from step 0 or forgetting the branch points a trunk
   passes, a study folder of other settings accepted, a save inside an epoch dropping that
   epoch's seconds, the best-run-within-the-time table picking on test accuracy, from longer
-  budgets or from another seed, cells trained seed by seed instead of equal epochs first (each
-  named in its test's docstring).
+  budgets or from another seed, cells trained seed by seed instead of equal epochs first, the
+  time-to-BP table taking the last budget that reaches BP or the raw accuracy (each named in its
+  test's docstring).
 """
 
 from __future__ import annotations
@@ -340,3 +341,23 @@ def test_equal_epoch_cells_come_first_within_a_budget(tmp_path):
     plan = plan_budget_study("smoke", 2, tmp_path, "1,2", num_devices=2, rows=("bp",))
     order = [(c["budget_epochs"], "1 device" in c["contender"], c["seed"]) for c in plan]
     assert order == [(b, one, s) for b in (1, 2) for one in (True, False) for s in (0, 1)]
+
+
+def test_time_to_bp_finds_the_first_budget_that_reaches_bp():
+    """Each equal-time contender gets the smallest budget whose best run within the time
+    reaches BP-on-one-device's accuracy at budget B, and B / b. Mutants: the last budget that
+    reaches it (the pipeline would show 4 for BP's 2-epoch accuracy, not 1); the contender's
+    raw accuracy at each budget instead of its best run within the time (S's 2-epoch run has
+    the better test score but the worse validation score, and would count as reaching it)."""
+    from scpl.report.budgets import time_to_bp
+
+    def rec(c, method, devices, b, val, test):
+        r = {**_rec(c, method, 0, b, test), "val_acc": val, "equal_time": True}
+        return r | {"devices": devices}
+
+    recs = [rec("BP", "bp", 1, b, a, a) for b, a in ((1, 0.80), (2, 0.84), (4, 0.86))]
+    recs += [rec("P", "bp", 4, b, a, a) for b, a in ((1, 0.87), (2, 0.85), (4, 0.80))]
+    recs += [rec("S", "scpl", 4, 1, 0.9, 0.80), rec("S", "scpl", 4, 2, 0.8, 0.86)]
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in time_to_bp(recs, "m")}
+    assert rows["P"].split(" | ")[1:] == ["1 (>= 1.0x)", "1 (>= 2.0x)", "1 (>= 4.0x) |"]
+    assert rows["S"].split(" | ")[1:] == ["1 (>= 1.0x)", "not up to 2", "not up to 2 |"]

@@ -84,6 +84,42 @@ def best_within(records: list[dict]) -> list[dict]:
     return out
 
 
+def time_to_bp(records: list[dict], model: str) -> list[str]:
+    """Table: for each equal-time contender, the smallest budget whose best run within the time
+    (:func:`best_within`, mean over seeds) reaches what BP on one device reaches in B epochs,
+    and the speed-up B / b to that accuracy.
+
+    Why: where accuracy saturates, more steps at equal time cannot show a gain, but reaching
+    the same accuracy sooner still can."""
+    best = by_cell(best_within([r for r in records if r["model"] == model and r["equal_time"]]))
+    one = [c for (_, c, _), rs in best.items() if rs[0]["method"] == "bp" and rs[0]["devices"] == 1]
+    if not one:
+        return []
+    base = one[0]
+    targets = sorted((b, _mean(rs)) for (_, c, b), rs in best.items() if c == base)
+    others = list(dict.fromkeys(c for (_, c, _) in best if c != base))
+    lines = [
+        "",
+        f"#### Time to {base}'s accuracy (the smallest budget whose best run within the time "
+        "reaches it, mean over seeds; in brackets the speed-up B / b, at least that much since "
+        "the budgets are coarse)",
+        "",
+        "| contender | " + " | ".join(f"{100 * a:.2f} ({b:g} ep)" for b, a in targets) + " |",
+        "|---|" + "---|" * len(targets),
+    ]
+    for c in others:
+        mine = sorted((b, _mean(rs)) for (_, cc, b), rs in best.items() if cc == c)
+        row = []
+        for b_target, acc in targets:
+            hit = next((b for b, a in mine if a >= acc), None)
+            if hit is None:
+                row.append(f"not up to {mine[-1][0]:g}" if mine else "–")
+            else:
+                row.append(f"{hit:g} (>= {b_target / hit:.1f}x)")
+        lines.append(f"| {c} | " + " | ".join(row) + " |")
+    return lines
+
+
 def _mean(rs: list[dict]) -> float:
     return sum(r["test_acc"] for r in rs) / len(rs)
 
@@ -227,6 +263,7 @@ def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
                 lines.append(
                     f"| {c} | {crossover(records, model, c)} | {crossover(best, model, c)} |"
                 )
+            lines += time_to_bp(records, model)
         lines.append("")
     lines += ["```", json.dumps(meta, indent=1, default=str), "```"]
     with atomic_write(out_dir / "curves.md", mode="w") as f:
@@ -285,5 +322,6 @@ __all__ = [
     "gap_trend",
     "gaps",
     "plot_time_curves",
+    "time_to_bp",
     "write_budget_report",
 ]
