@@ -226,6 +226,7 @@ def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
         "Test accuracy (%) of the epoch chosen on validation, mean ± std (seeds).",
         "",
     ]
+    best = best_within(records)  # every model's, once
     for model in sorted({r["model"] for r in records}):
         budgets = sorted({r["budget_epochs"] for r in records if r["model"] == model})
         lines += [
@@ -245,7 +246,6 @@ def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
                 "",
             ]
             lines += _table(records, model, "equal_time", budgets)
-            best = best_within(records)
             lines += [
                 "",
                 "#### The same, each seed's best run within the time (its budget <= B with the "
