@@ -15,8 +15,8 @@ Mutants this module catches (each applied by hand and seen to fail):
   passes, a study folder of other settings accepted, a save inside an epoch dropping that
   epoch's seconds, the best-run-within-the-time table picking on test accuracy, from longer
   budgets or from another seed, cells trained seed by seed instead of equal epochs first, the
-  time-to-BP table taking the last budget that reaches BP or the raw accuracy (each named in its
-  test's docstring).
+  time-to-BP table taking the last budget that reaches BP or the raw accuracy, a run picked
+  before its decay left unmarked (each named in its test's docstring).
 """
 
 from __future__ import annotations
@@ -361,3 +361,37 @@ def test_time_to_bp_finds_the_first_budget_that_reaches_bp():
     rows = {ln.split(" | ")[0].strip("| "): ln for ln in time_to_bp(recs, "m")}
     assert rows["P"].split(" | ")[1:] == ["1 (>= 1.0x)", "1 (>= 2.0x)", "1 (>= 4.0x) |"]
     assert rows["S"].split(" | ")[1:] == ["1 (>= 1.0x)", "not up to 2", "not up to 2 |"]
+
+
+def test_cells_picked_before_the_decay_are_marked(tmp_path):
+    """A run whose epoch chosen on validation ended before its decay began is flagged, and its
+    cell in every table carries the mark (so a reader sees a constant-phase number, not a
+    decayed one). Mutants: ``best_epoch`` read as 0-based (epoch 9 of 100-step epochs would end
+    at step 800, the decay start of a 1000-step run: a false mark), ``<`` for ``<=`` (an
+    epoch ending exactly at the decay start is unmarked), the schedule ignored (a cosine run
+    marked), the best-within table dropping the pick's flag."""
+    from scpl.report.budgets import (
+        BEFORE_DECAY,
+        best_within,
+        picked_before_decay,
+        write_budget_report,
+    )
+
+    def summ(best, steps=1000, sched="wsd"):
+        cfg = {"lr_schedule": sched, "decay_fraction": 0.2}
+        return {"best_epoch": best, "steps_per_epoch": 100, "steps": steps, "config": cfg}
+
+    assert wsd_decay_start(1000, 0.2) == 800
+    assert picked_before_decay(summ(8))  # ends at step 800: all of it at the constant rate
+    assert not picked_before_decay(summ(9))
+    assert not picked_before_decay(summ(10, steps=950))  # the last, short epoch
+    assert not picked_before_decay(summ(3, sched="cosine"))
+    recs = [
+        {**_rec("P", "bp", 0, b, a), "val_acc": a, "sim_seconds": b, "picked_before_decay": f}
+        for b, a, f in ((1, 0.9, True), (2, 0.8, False))
+    ]
+    assert [r["picked_before_decay"] for r in best_within(recs)] == [True, True]
+    write_budget_report(recs, tmp_path, {"title": "t"})
+    md = (tmp_path / "curves.md").read_text()
+    assert f"90.00 ± 0.00 (1){BEFORE_DECAY}" in md and "80.00 ± 0.00 (1) |" in md
+    assert md.count(BEFORE_DECAY) == 2  # the cell and the footnote

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from scpl.atomic import atomic_write
+from scpl.parallel.base import wsd_decay_start
 from scpl.report.accuracy import mean_std
 
 CURVE_FIELDS = (
@@ -22,6 +23,24 @@ CURVE_FIELDS = (
     "test_acc",
     "val_acc",
 )
+
+
+# Marks a table cell where, for at least one seed, the epoch chosen on validation ended before
+# that run's decay began (see picked_before_decay).
+BEFORE_DECAY = "‡"
+
+
+def picked_before_decay(summary: dict) -> bool:
+    """Whether a WSD run's epoch chosen on validation ended before its decay began (a run's
+    ``summary.json``). Then its number is a constant-phase number: the run was best before the
+    decay and never got back there (overfitting, or a constant rate too high for that length).
+    False for other schedules."""
+    cfg = summary.get("config") or {}
+    if cfg.get("lr_schedule") != "wsd" or not summary.get("best_epoch"):
+        return False
+    steps = summary["steps"]
+    end = min(summary["best_epoch"] * summary["steps_per_epoch"], steps)
+    return end <= wsd_decay_start(steps, cfg["decay_fraction"])
 
 
 def by_cell(records: list[dict]) -> dict[tuple, list[dict]]:
@@ -79,6 +98,7 @@ def best_within(records: list[dict]) -> list[dict]:
                 "test_acc": pick["test_acc"],
                 "val_acc": pick["val_acc"],
                 "picked_budget": pick["budget_epochs"],
+                "picked_before_decay": pick.get("picked_before_decay", False),
             }
         )
     return out
@@ -207,7 +227,8 @@ def _table(records: list[dict], model: str, which: str, budgets: list[float]) ->
                 row.append("–")
                 continue
             m, s = mean_std([100 * r["test_acc"] for r in rs])
-            row.append(f"{m:.2f} ± {s:.2f} ({len(rs)})")
+            mark = BEFORE_DECAY if any(r.get("picked_before_decay") for r in rs) else ""
+            row.append(f"{m:.2f} ± {s:.2f} ({len(rs)}){mark}")
         lines.append(f"| {c} | " + " | ".join(row) + " |")
     return lines
 
@@ -226,6 +247,14 @@ def write_budget_report(records: list[dict], out_dir: Path, meta: dict) -> None:
         "Test accuracy (%) of the epoch chosen on validation, mean ± std (seeds).",
         "",
     ]
+    if any(r.get("picked_before_decay") for r in records):
+        lines += [
+            f"{BEFORE_DECAY}: for at least one seed the epoch chosen on validation ended before "
+            "that run's decay began: it was best in its constant phase and the decay never got "
+            "back there (its later epochs overfit, or the constant rate is too high for that "
+            "length; the run's training loss tells which).",
+            "",
+        ]
     best = best_within(records)  # every model's, once
     for model in sorted({r["model"] for r in records}):
         budgets = sorted({r["budget_epochs"] for r in records if r["model"] == model})
@@ -316,11 +345,13 @@ def plot_time_curves(records: list[dict], path: Path) -> None:
 
 
 __all__ = [
+    "BEFORE_DECAY",
     "CURVE_FIELDS",
     "best_within",
     "crossover",
     "gap_trend",
     "gaps",
+    "picked_before_decay",
     "plot_time_curves",
     "time_to_bp",
     "write_budget_report",

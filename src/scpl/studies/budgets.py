@@ -35,7 +35,7 @@ from pathlib import Path
 from scpl.atomic import atomic_write
 from scpl.errors import ConfigError
 from scpl.parallel.base import wsd_decay_start
-from scpl.report.budgets import write_budget_report
+from scpl.report.budgets import picked_before_decay, write_budget_report
 from scpl.studies.experiment import (
     LEGACY_VALUES,
     computation_key,
@@ -454,6 +454,7 @@ def run_budget_study(
                 "sim_seconds": total * ln.sec_per_step,
                 "test_acc": s["test_acc"],
                 "val_acc": s["best_val_acc"],
+                "picked_before_decay": picked_before_decay(s),
                 "width": cfg.width,
                 "devices": ln.devices,
                 "schedule": ln.schedule,
@@ -479,11 +480,12 @@ def read_records(path: Path) -> list[dict]:
     """The records of ``budget_runs.jsonl`` whose run folders still hold their summary."""
     out = []
     for r in read_jsonl(path):
-        summary = Path(r.get("run", "")) / "summary.json"
-        if not summary.exists():
+        path = Path(r.get("run", "")) / "summary.json"
+        if not path.exists():
             continue
-        if "width" not in r:  # recorded before records carried it
-            r["width"] = json.loads(summary.read_text())["config"].get("width")
+        summary = json.loads(path.read_text())
+        r.setdefault("width", summary["config"].get("width"))  # for records from before these
+        r.setdefault("picked_before_decay", picked_before_decay(summary))
         out.append(r)
     return out
 
