@@ -20,7 +20,10 @@ failed; the ones marked * stay checked by a monkeypatched test below):
 * (d)* an extra optimizer step per update in ``StageRunner._op_U`` (passes runner-vs-runner
   parity);
 * (e) ``reference`` normalisation dividing by |P(i)| instead of |P(i)| + 1;
-* (f) micro-batch losses not weighted by 1/m (scpl-gpipe and gpipe rows).
+* (f) micro-batch losses not weighted by 1/m (scpl-gpipe and gpipe rows);
+* (g) ``decoupled_weight_decay`` not passed to torch's Adam (AdamW runs as L2-decay Adam); and,
+  in the reference, the decoupled decay applied after the Adam update instead of before it
+  (torch's order): ``test_parity_reference_weight_decay`` fails on both.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ def _input(method):
     return BP_INPUT if method == "bp" else (1, 8, 8)
 
 
-def engine_run(executor, schedule, method="scpl", micro=1, lr_schedule="cosine", **method_kw):
+def engine_run(
+    executor, schedule, method="scpl", micro=1, lr_schedule="cosine", optim_kw=None, **method_kw
+):
     """The parity ConvNet (4 stages, mlp heads of 32) through scpl.pipeline for STEPS steps:
     final unit states and per-step loss terms."""
     shape = _input(method)
@@ -61,7 +66,7 @@ def engine_run(executor, schedule, method="scpl", micro=1, lr_schedule="cosine",
         make_model("convnet", 4, input_shape=shape),
         method,
         devices="cpu",
-        optimizer=OptimConfig(**LR, schedule=lr_schedule),
+        optimizer=OptimConfig(**LR, schedule=lr_schedule, **(optim_kw or {})),
         schedule=schedule,
         micro_batches=micro,
         executor=executor,
@@ -162,6 +167,22 @@ def test_parity_reference_pipelines_match_independent_step(method, schedule, mic
     assert not mismatches(ref, states, losses)
 
 
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_parity_reference_weight_decay(decoupled):
+    """Weight decay as L2 in the gradient (adam) and decoupled (adamw), SCPL and BP, under a
+    cosine rate; the reference of the other form must not match (the decay is large enough
+    to tell them apart in 3 steps)."""
+    wd = dict(weight_decay=0.5)
+    for method, schedule in (("scpl", "scpl"), ("bp", "gpipe")):
+        micro = 2 if method == "bp" else 1
+        ref = reference(method, micro, **wd, decoupled=decoupled)
+        other = reference(method, micro, **wd, decoupled=not decoupled)
+        kw = wd | {"decoupled_weight_decay": decoupled}
+        states, losses = engine_run("local", schedule, method, micro, optim_kw=kw)
+        assert not mismatches(ref, states, losses)
+        assert mismatches(other, states, losses)
+
+
 def _supcon_twice_tau(z, labels, temperature=0.1, norm="paper"):
     return supcon_loss(z, labels, temperature * temperature, norm)
 
@@ -220,3 +241,32 @@ def test_parity_reference_catches_mutants(ref_scpl, mutant, monkeypatch):
         assert not mismatches(ref, states, losses)  # invisible at a constant rate
     else:
         assert mismatches(ref, states, losses)
+
+
+def test_train_optimizer_adamw_reaches_the_stages(tmp_path):
+    """``--optimizer adamw`` trains with decoupled decay: the same run with adam ends with other
+    weights, and every stage's optimizer has the flag (mutant: build.py not passing it on)."""
+    from scpl.training.config import TrainConfig
+    from scpl.training.loop import train
+
+    finals = {}
+    for opt in ("adam", "adamw"):
+        cfg = TrainConfig(
+            model="convnet", method="scpl", dataset="digits", stages=2, width=0.125,
+            batch_size=32, max_steps=2, epochs=1, lr=1e-2, weight_decay=0.5, optimizer=opt,
+            executor="sequential", augment="none", progress=False, tensorboard=False,
+            threads=1, head="linear", proj_dim=16, out=str(tmp_path / opt),
+        )  # fmt: skip
+        train(cfg, echo=lambda *_: None)
+        finals[opt] = torch.load(tmp_path / opt / "final.rank0.pt", weights_only=True)
+        ck = sorted((tmp_path / opt / "checkpoints").glob("ckpt-*.pt"))[-1]
+        runners = torch.load(ck, weights_only=False)["executor"]["runners"]
+        assert all(
+            r["optimizer"]["param_groups"][0]["decoupled_weight_decay"] == (opt == "adamw")
+            for r in runners
+        )
+    differ = [
+        k for a, b in zip(finals["adam"], finals["adamw"], strict=True) for k in a
+        if not torch.equal(a[k], b[k])
+    ]  # fmt: skip
+    assert differ

@@ -97,6 +97,10 @@ class OptimConfig:
     weight_decay: float = 0.0
     total_steps: int = 0
     schedule: str = "constant"  # or "cosine" (paper vision recipes)
+    decoupled_weight_decay: bool = False
+    """AdamW (Loshchilov & Hutter 2019): shrink the weights by lr x weight_decay each step
+    instead of adding weight_decay x w to the gradient, where Adam's normaliser would scale it
+    away; then the decay bounds the weights' growth at any constant rate."""
     foreach: bool = True
     """Multi-tensor (foreach) Adam: a handful of kernel launches per stage instead of several
     per parameter. Every executor uses the same setting, so parity stays bitwise."""
@@ -211,12 +215,15 @@ def build_stage_optimizer(
     # implementation is picked, the update is the same on all of them (parity stays bitwise).
     params = list(unit.parameters())
     impl = adam_impl(params[0].device if params else torch.device("cpu"), cfg)
+    decay = dict(
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        decoupled_weight_decay=cfg.decoupled_weight_decay,
+    )
     if impl == "fused":
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        opt = torch.optim.Adam(params, fused=True, **decay)
     else:
-        opt = torch.optim.Adam(
-            params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=impl == "foreach"
-        )
+        opt = torch.optim.Adam(params, foreach=impl == "foreach", **decay)
     if cfg.schedule == "wsd":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, wsd_factor(cfg))
     elif cfg.schedule == "cosine":

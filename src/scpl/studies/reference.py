@@ -61,6 +61,8 @@ class ReferenceConfig:
     lr: float = 1e-3
     lr_min: float = 1e-5
     weight_decay: float = 0.0
+    decoupled: bool = False
+    """AdamW: the weights shrink by lr x weight_decay before the Adam update."""
     total_steps: int = 0
     schedule: str = "constant"
     num_micro: int = 1
@@ -174,8 +176,9 @@ def _chunks(x, y: torch.Tensor, m: int) -> list:
 
 
 class _Adam:
-    """Adam (Kingma & Ba), written out: L2 weight decay added to the gradient, bias-corrected
-    moments, ``eps`` outside the square root."""
+    """Adam (Kingma & Ba), written out: L2 weight decay added to the gradient (or, decoupled,
+    the weights multiplied by 1 - lr x decay first: AdamW), bias-corrected moments, ``eps``
+    outside the square root."""
 
     def __init__(self, params: list[nn.Parameter], cfg: ReferenceConfig) -> None:
         self.params = params
@@ -194,7 +197,10 @@ class _Adam:
                 continue
             a = p.grad.abs()
             noisy |= a <= NOISE * a.max()
-            g = p.grad + self.cfg.weight_decay * p if self.cfg.weight_decay else p.grad
+            wd = self.cfg.weight_decay
+            if wd and self.cfg.decoupled:
+                p.mul_(1 - lr * wd)
+            g = p.grad + wd * p if wd and not self.cfg.decoupled else p.grad
             m.mul_(b1).add_((1 - b1) * g)
             v.mul_(b2).add_((1 - b2) * g * g)
             m_hat = m / (1 - b1**self.t)

@@ -80,6 +80,7 @@ def build_pipeline(
         warmup_steps=cfg.warmup_steps,
         decay_fraction=cfg.decay_fraction,
         decay_shape=cfg.decay_shape,
+        decoupled_weight_decay=cfg.optimizer == "adamw",
     )
     pipe = pipeline(
         model,

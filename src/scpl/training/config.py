@@ -83,7 +83,11 @@ class TrainConfig:
     decay_shape: str = "linear"
     """wsd: shape of the decay, linear or 1-sqrt (Hägele et al. 2024)."""
     weight_decay: float = 0.0
-    """Adam weight decay."""
+    """Weight decay: with --optimizer adam added to the gradient (L2), with adamw applied to
+    the weights directly."""
+    optimizer: str = "adam"
+    """adam (the paper's; weight decay as L2 in the gradient) or adamw (decoupled weight decay,
+    Loshchilov & Hutter 2019: keeps the weights from growing all along at a constant rate)."""
     head: str = "mlp"
     """Projection head of hidden stages: identity, linear, mlp, mlp-pool (average-pools the
     map to 2x2 before the mlp: a light head for wide early maps); for scpl on conv models, man
@@ -268,6 +272,8 @@ class TrainConfig:
             raise ConfigError(f"--precision {self.precision!r}: choose fp32, bf16 or fp16")
         if self.lr_schedule not in ("cosine", "constant", "wsd"):
             raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine, constant or wsd")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ConfigError(f"--optimizer {self.optimizer!r}: choose adam or adamw")
         if self.decay_shape not in ("linear", "1-sqrt"):
             raise ConfigError(f"--decay-shape {self.decay_shape!r}: choose linear or 1-sqrt")
         if not 0.0 <= self.decay_fraction <= 1.0:

@@ -92,6 +92,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
         "decay_fraction",
         "decay_shape",
         "weight_decay",
+        "optimizer",
         "max_steps",
         "train_steps",
         "precision",
