@@ -648,6 +648,8 @@ def more_cases(tmp: Path) -> list[tuple[str, list[str], dict]]:
         ["--executor", "dist", "--nproc", "1", "--stages", "1"],
         ["--npro", "2"],
         ["--micro-batches", "64", "--batch-size", "32"],
+        ["--optimizer", "sgd"],
+        ["--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1000"],
     ):
         c.append((" ".join(flags), SMOKE + fresh() + flags, {}))
     c.append(('--out ""', SMOKE + ["--out", ""], {}))
@@ -809,7 +811,7 @@ MORE_TESTS = {
             "--weight-decay -1", "--seed 99999999999999999999", "--proj-dim -3", "--proj-dim 0",
             "--max-len 100000000", "--dist-timeout 0", "--width 1e6", "--threads 100000",
             "--lr-min 10", "--seed nan", "--executor dist --nproc 1 --stages 1", "--npro 2",
-            '--out ""',
+            '--out ""', "--optimizer sgd", "--optimizer adamw --lr 1e-3 --weight-decay 1000",
         )
     },  # fmt: skip
     "--width 500": "test_bad_inputs_more.py::test_width_that_cannot_fit_is_refused_before_building",

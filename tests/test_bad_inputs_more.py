@@ -137,6 +137,11 @@ ISSUE_FLAGS = {
     ),
     "abbreviated-flag": (["--npro", "2"], "did you mean --nproc?"),
     "int-flag-nan": (["--seed", "nan"], "--seed"),
+    "optimizer-unknown": (["--optimizer", "sgd"], "choose adam or adamw"),
+    "adamw-decay-past-1-over-lr": (
+        ["--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1000"],
+        "would zero or flip them",
+    ),
 }
 
 
@@ -145,7 +150,9 @@ def test_issue_flags_are_one_line(case, tmp_path, capsys):
     """The inputs of issue 24 that gave tracebacks, trained wrongly or misled.
     Mutants: each range removed from RANGES; the lr_min <= lr check removed; the empty --out
     check removed; the one-process dist check removed (says "pass --nproc 1"); allow_abbrev
-    left True (--npro becomes --nproc, and torchrun dumps its usage on the relaunch)."""
+    left True (--npro becomes --nproc, and torchrun dumps its usage on the relaunch); the
+    --optimizer choice or the adamw lr x decay check removed (a traceback, or a run whose
+    weights are zeroed every step)."""
     flags, word = ISSUE_FLAGS[case]
     argv = ["train", "smoke", "--out", str(tmp_path / "o"), *FAST, *flags]
     assert word in error_line(*cli(capsys, *argv)[::2])

@@ -369,29 +369,45 @@ def test_cells_picked_before_the_decay_are_marked(tmp_path):
     decayed one). Mutants: ``best_epoch`` read as 0-based (epoch 9 of 100-step epochs would end
     at step 800, the decay start of a 1000-step run: a false mark), ``<`` for ``<=`` (an
     epoch ending exactly at the decay start is unmarked), the schedule ignored (a cosine run
-    marked), the best-within table dropping the pick's flag."""
+    marked), a run without decay steps marked, a decayed epoch that ties the pick ignored, the
+    best-within table dropping the pick's flag, read_records not recomputing the flag for a
+    record written without it."""
     from scpl.report.budgets import (
         BEFORE_DECAY,
         best_within,
         picked_before_decay,
         write_budget_report,
     )
+    from scpl.studies.budgets import read_records
 
-    def summ(best, steps=1000, sched="wsd"):
-        cfg = {"lr_schedule": sched, "decay_fraction": 0.2}
-        return {"best_epoch": best, "steps_per_epoch": 100, "steps": steps, "config": cfg}
+    def summ(best, steps=1000, sched="wsd", frac=0.2):
+        cfg = {"lr_schedule": sched, "decay_fraction": frac}
+        return {"best_epoch": best, "best_val_acc": 0.9, "steps_per_epoch": 100, "steps": steps,
+                "config": cfg}  # fmt: skip
 
+    later = [{"step": s, "val_acc": 0.89} for s in (900, 1000)]
     assert wsd_decay_start(1000, 0.2) == 800
-    assert picked_before_decay(summ(8))  # ends at step 800: all of it at the constant rate
-    assert not picked_before_decay(summ(9))
-    assert not picked_before_decay(summ(10, steps=950))  # the last, short epoch
-    assert not picked_before_decay(summ(3, sched="cosine"))
+    assert picked_before_decay(summ(8), later)  # ends at step 800: all at the constant rate
+    assert not picked_before_decay(summ(9), later)
+    assert not picked_before_decay(summ(10, steps=950), later)  # the last, short epoch
+    assert not picked_before_decay(summ(3, sched="cosine"), later)
+    assert not picked_before_decay(summ(10, frac=0.0), later)  # no decay to come back from
+    assert not picked_before_decay(summ(8), [*later, {"step": 1000, "val_acc": 0.9}])  # a tie
+    # A record written without the flag (before it existed) gets it from its run folder.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(summ(8) | {"config": summ(8)["config"]}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e | {"kind": "epoch"}) + "\n"
+                                               for e in later))  # fmt: skip
+    old = {**_rec("P", "bp", 0, 1, 0.9), "run": str(run), "width": 0.25}
+    (tmp_path / "runs.jsonl").write_text(json.dumps(old) + "\n")
+    assert read_records(tmp_path / "runs.jsonl")[0]["picked_before_decay"] is True
     recs = [
         {**_rec("P", "bp", 0, b, a), "val_acc": a, "sim_seconds": b, "picked_before_decay": f}
         for b, a, f in ((1, 0.9, True), (2, 0.8, False))
     ]
     assert [r["picked_before_decay"] for r in best_within(recs)] == [True, True]
-    write_budget_report(recs, tmp_path, {"title": "t"})
-    md = (tmp_path / "curves.md").read_text()
+    write_budget_report(recs, tmp_path / "out", {"title": "t"})
+    md = (tmp_path / "out" / "curves.md").read_text()
     assert f"90.00 ± 0.00 (1){BEFORE_DECAY}" in md and "80.00 ± 0.00 (1) |" in md
     assert md.count(BEFORE_DECAY) == 2  # the cell and the footnote

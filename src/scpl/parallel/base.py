@@ -215,15 +215,13 @@ def build_stage_optimizer(
     # implementation is picked, the update is the same on all of them (parity stays bitwise).
     params = list(unit.parameters())
     impl = adam_impl(params[0].device if params else torch.device("cpu"), cfg)
-    decay = dict(
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        decoupled_weight_decay=cfg.decoupled_weight_decay,
-    )
+    # AdamW rather than Adam(decoupled_weight_decay=...): that keyword is newer than torch 2.3.
+    adam = torch.optim.AdamW if cfg.decoupled_weight_decay else torch.optim.Adam
+    decay = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
     if impl == "fused":
-        opt = torch.optim.Adam(params, fused=True, **decay)
+        opt = adam(params, fused=True, **decay)
     else:
-        opt = torch.optim.Adam(params, foreach=impl == "foreach", **decay)
+        opt = adam(params, foreach=impl == "foreach", **decay)
     if cfg.schedule == "wsd":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, wsd_factor(cfg))
     elif cfg.schedule == "cosine":

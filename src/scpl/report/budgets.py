@@ -30,17 +30,22 @@ CURVE_FIELDS = (
 BEFORE_DECAY = "‡"
 
 
-def picked_before_decay(summary: dict) -> bool:
-    """Whether a WSD run's epoch chosen on validation ended before its decay began (a run's
-    ``summary.json``). Then its number is a constant-phase number: the run was best before the
-    decay and never got back there (overfitting, or a constant rate too high for that length).
-    False for other schedules."""
+def picked_before_decay(summary: dict, epochs: list[dict]) -> bool:
+    """Whether a WSD run's epoch chosen on validation ended before its decay began and no
+    decayed epoch got back to its validation score (``summary``: the run's summary.json;
+    ``epochs``: its metrics.jsonl epoch records, ``step`` and ``val_acc``). Then its number is a
+    constant-phase number (overfitting, or a constant rate too high for that length). A tie
+    does not count: the pick is the earliest of equal scores. False for other schedules and for
+    runs without decay steps."""
     cfg = summary.get("config") or {}
     if cfg.get("lr_schedule") != "wsd" or not summary.get("best_epoch"):
         return False
     steps = summary["steps"]
+    start = wsd_decay_start(steps, cfg["decay_fraction"])
     end = min(summary["best_epoch"] * summary["steps_per_epoch"], steps)
-    return end <= wsd_decay_start(steps, cfg["decay_fraction"])
+    if start >= steps or end > start:
+        return False
+    return not any(e["step"] > start and e["val_acc"] >= summary["best_val_acc"] for e in epochs)
 
 
 def by_cell(records: list[dict]) -> dict[tuple, list[dict]]:

@@ -454,7 +454,7 @@ def run_budget_study(
                 "sim_seconds": total * ln.sec_per_step,
                 "test_acc": s["test_acc"],
                 "val_acc": s["best_val_acc"],
-                "picked_before_decay": picked_before_decay(s),
+                "picked_before_decay": picked_before_decay(s, run_epochs(s["out_dir"])),
                 "width": cfg.width,
                 "devices": ln.devices,
                 "schedule": ln.schedule,
@@ -476,16 +476,21 @@ def run_budget_study(
     return records
 
 
+def run_epochs(run_dir: str | Path) -> list[dict]:
+    """A run's epoch records (``step``, ``val_acc``, ...) from its metrics.jsonl."""
+    return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r.get("kind") == "epoch"]
+
+
 def read_records(path: Path) -> list[dict]:
     """The records of ``budget_runs.jsonl`` whose run folders still hold their summary."""
     out = []
     for r in read_jsonl(path):
-        path = Path(r.get("run", "")) / "summary.json"
-        if not path.exists():
+        spath = Path(r.get("run", "")) / "summary.json"
+        if not spath.exists():
             continue
-        summary = json.loads(path.read_text())
-        r.setdefault("width", summary["config"].get("width"))  # for records from before these
-        r.setdefault("picked_before_decay", picked_before_decay(summary))
+        summary = json.loads(spath.read_text())
+        r.setdefault("width", summary["config"].get("width"))  # recorded before records had it
+        r["picked_before_decay"] = picked_before_decay(summary, run_epochs(r["run"]))
         out.append(r)
     return out
 

@@ -274,6 +274,12 @@ class TrainConfig:
             raise ConfigError(f"--lr-schedule {self.lr_schedule!r}: choose cosine, constant or wsd")
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"--optimizer {self.optimizer!r}: choose adam or adamw")
+        if self.optimizer == "adamw" and self.lr * self.weight_decay >= 1:
+            raise ConfigError(
+                f"--optimizer adamw multiplies the weights by 1 - lr x weight decay each step; "
+                f"--lr {self.lr:g} x --weight-decay {self.weight_decay:g} >= 1 would zero or "
+                "flip them: use a decay well below 1 / lr, e.g. 0.05"
+            )
         if self.decay_shape not in ("linear", "1-sqrt"):
             raise ConfigError(f"--decay-shape {self.decay_shape!r}: choose linear or 1-sqrt")
         if not 0.0 <= self.decay_fraction <= 1.0:
